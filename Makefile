@@ -1,0 +1,64 @@
+# bty-lab: every target installs what it needs (Debian packages when root, npm ci, Node 24 when
+# the system Node is older than 22.12) and is quick when everything is already there.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NODE_BIN := $(shell scripts/node-env.sh)
+ifeq ($(NODE_BIN),)
+$(error could not set up Node 24; see the messages above)
+endif
+export PATH := $(NODE_BIN):$(PATH)
+
+RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux parted udev
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs fdisk dosfstools
+BENCH_DEBS := $(TEST_DEBS) bmap-tools time
+SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
+
+.PHONY: help run demo build test lint typecheck bench deps-runtime deps-test deps-bench clean
+
+help:
+	@echo "make run    - demo: build a sample image, serve it over HTTP, flash it with progress, verify"
+	@echo "make test   - lint, type check and every test (real tools, loop devices: run as root)"
+	@echo "make build  - compile to dist/ (bin/bty runs from there)"
+	@echo "make lint   - ESLint (type-aware) and Prettier"
+	@echo "make bench  - flash benchmark against dd and bmaptool (see docs/performance.md)"
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+dist/.stamp: node_modules/.stamp $(SOURCES)
+	npx tsc -p tsconfig.build.json
+	@touch $@
+
+build: dist/.stamp
+
+deps-runtime:
+	@scripts/deps-debian.sh $(RUNTIME_DEBS)
+
+deps-test:
+	@scripts/deps-debian.sh $(TEST_DEBS)
+
+deps-bench:
+	@scripts/deps-debian.sh $(BENCH_DEBS)
+
+typecheck: node_modules/.stamp
+	npx tsc -p tsconfig.json --noEmit
+
+lint: node_modules/.stamp
+	npx eslint --max-warnings=0 .
+	npx prettier --check --log-level=warn .
+
+test: deps-test build typecheck lint
+	@mkdir -p .state
+	@set +e; npx vitest run --reporter=default --reporter=json --outputFile.json=.state/vitest.json; \
+	  rc=$$?; node scripts/test-summary.ts .state/vitest.json; exit $$rc
+
+run demo: deps-runtime build
+	node scripts/demo.ts
+
+bench: deps-bench build
+	node bench/flash/run.ts $(BENCH_ARGS)
+
+clean:
+	rm -rf dist .state .bench

@@ -1,0 +1,3 @@
+import type { Register } from './command.ts';
+
+export const registerCatalog: Register = () => {};

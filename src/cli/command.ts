@@ -1,0 +1,25 @@
+/** The small contract every subcommand file follows. */
+import type { Command } from 'commander';
+import type { ExitCode } from '../core/errors.ts';
+import { reportError, type CliIO } from './output.ts';
+
+export type Register = (program: Command, io: CliIO, setExit: (code: ExitCode) => void) => void;
+
+/**
+ * Wraps a subcommand action: whatever it throws is reported (as text or JSON) and turned into
+ * the documented exit code, so no command ever ends in a stack trace.
+ */
+export function action<A extends unknown[]>(
+  io: CliIO,
+  setExit: (code: ExitCode) => void,
+  json: (args: A) => boolean,
+  run: (...args: A) => Promise<ExitCode>,
+): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      setExit(await run(...args));
+    } catch (err) {
+      setExit(reportError(io, err, json(args)));
+    }
+  };
+}
