@@ -1,3 +1,61 @@
-import type { Register } from './command.ts';
+/** `bty inspect IMAGE`: format (name and content), sizes, architecture hint, published digest. */
+import { Option } from 'commander';
+import { EXIT } from '../core/errors.ts';
+import { inspectImage, type ImageInspection } from '../flash/inspect.ts';
+import { action, type Register } from './command.ts';
+import { formatBytes, printJson } from './output.ts';
 
-export const registerInspect: Register = () => {};
+function describe(r: ImageInspection): string {
+  const rows: Array<[string, string]> = [
+    ['image', r.source],
+    ['format', r.format ? `${r.format} (from the ${r.format_from})` : 'unknown'],
+    ['content', r.content],
+    [
+      'size',
+      r.size_bytes === null ? 'unknown' : `${formatBytes(r.size_bytes)} (${r.size_bytes} bytes)`,
+    ],
+    [
+      'on disk',
+      r.virtual_size_bytes === null
+        ? 'unknown (the format does not record it)'
+        : `${formatBytes(r.virtual_size_bytes)} (${r.virtual_size_bytes} bytes)`,
+    ],
+    ['arch', r.arch ?? 'unknown'],
+    ['sha256', r.sha256 ? `${r.sha256} (sidecar)` : 'none published'],
+  ];
+  const lines = rows.map(([k, v]) => `${k.padEnd(8)} ${v}`);
+  for (const p of r.problems) lines.push(`problem  ${p.message} [${p.code}]`);
+  return lines.join('\n') + '\n';
+}
+
+export const registerInspect: Register = (program, io, setExit) => {
+  program
+    .command('inspect')
+    .description('show what an image is: format, sizes, architecture, published sha256')
+    .argument('<image>', 'local path, file://, http:// or https:// URL')
+    .addOption(
+      new Option('--format <fmt>', 'override the format the name implies').choices([
+        'img',
+        'img.gz',
+        'img.zst',
+        'img.xz',
+        'img.bz2',
+        'qcow2',
+      ]),
+    )
+    .option('--json', 'print JSON')
+    .action(
+      action(
+        io,
+        setExit,
+        (args) => Boolean((args[1] as { json?: boolean } | undefined)?.json),
+        async (image: string, opts: { json?: boolean; format?: string }) => {
+          const r = await inspectImage(image, opts.format ? { format: opts.format } : {});
+          if (opts.json) printJson(io, r);
+          else io.out(describe(r));
+          // An image bty would refuse is reported with its problem's exit status.
+          return r.problems.length === 0 ? EXIT.ok : EXIT.usage;
+        },
+      ),
+    );
+};

@@ -1,0 +1,299 @@
+/**
+ * The write end of a flash: takes the decompressed image bytes in order and writes them to a
+ * target file descriptor in large positioned writes, skipping runs of all-zero blocks.
+ *
+ * Skipped ranges must still read back as zeros, and how that is guaranteed depends on the
+ * target (the `ZeroStrategy`):
+ * - `holes`: a regular file truncated to zero length before writing; skipped ranges are holes.
+ * - `zeroout`: a block device whose queue offloads WRITE ZEROES; long runs are zeroed with
+ *   `blkdiscard --zeroout` (BLKZEROOUT), short ones written.
+ * - `write`: anything else; the zeros are written like data.
+ *
+ * Two staging buffers alternate so the next buffer fills (decompression) while the previous
+ * one is being written.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, type Hash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import { BtyError } from '../../core/errors.ts';
+
+export type ZeroStrategy = 'holes' | 'zeroout' | 'write';
+
+export interface SparseSinkOptions {
+  fh: FileHandle;
+  /** Device or file path (for blkdiscard and messages). */
+  path: string;
+  strategy: ZeroStrategy;
+  /** Bytes the target can hold; writing beyond fails before any byte lands there. */
+  capacity: number | null;
+  /** Zero-detection granularity; also the alignment of every skipped range. */
+  blockSize?: number;
+  stagingSize?: number;
+  /** Zero runs at least this long are offloaded with `zeroout`; shorter ones are written. */
+  zerooutMinBytes?: number;
+  logicalBlockSize?: number;
+  /** Hash the written data ranges in order, for read-back verification. */
+  hashWrittenData?: boolean;
+  /** Called with the image bytes consumed so far, after each staging buffer is handled. */
+  onBytes?: (bytes: number) => void;
+  /** Sees the first staging buffer before anything is written; may throw to refuse. */
+  inspectFirst?: (head: Buffer) => void;
+}
+
+export interface SinkResult {
+  /** Image length: every byte received. */
+  bytes: number;
+  /** Bytes written as data. */
+  written: number;
+  /** Bytes guaranteed zero without writing them (holes or zeroout). */
+  skipped: number;
+  /** Bytes of zeros written out explicitly. */
+  zerosWritten: number;
+  /** Data ranges [start, end) in order, merged when adjacent. */
+  ranges: Array<[number, number]>;
+  /** Hex sha256 of the data ranges' bytes in order (when hashWrittenData). */
+  writtenSha256: string | null;
+}
+
+const ZERO_CHUNK = Buffer.alloc(4 << 20);
+
+export class SparseSink extends Writable {
+  private readonly o: Required<Omit<SparseSinkOptions, 'onBytes' | 'inspectFirst'>> &
+    Pick<SparseSinkOptions, 'onBytes' | 'inspectFirst'>;
+  private staging: Buffer;
+  private spare: Buffer;
+  private fill = 0;
+  /** Image offset of staging[0]. */
+  private base = 0;
+  private pending: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+  private zeroStart = -1;
+  private zeroEnd = -1;
+  private readonly hash: Hash | null;
+  readonly result: SinkResult = {
+    bytes: 0,
+    written: 0,
+    skipped: 0,
+    zerosWritten: 0,
+    ranges: [],
+    writtenSha256: null,
+  };
+
+  constructor(options: SparseSinkOptions) {
+    const stagingSize = options.stagingSize ?? 4 << 20;
+    super({ highWaterMark: stagingSize });
+    this.o = {
+      blockSize: 64 << 10,
+      stagingSize,
+      zerooutMinBytes: 1 << 20,
+      logicalBlockSize: 512,
+      hashWrittenData: false,
+      ...options,
+    };
+    if (this.o.stagingSize % this.o.blockSize !== 0) {
+      throw new Error('stagingSize must be a multiple of blockSize');
+    }
+    this.staging = Buffer.allocUnsafeSlow(this.o.stagingSize);
+    this.spare = Buffer.allocUnsafeSlow(this.o.stagingSize);
+    this.hash = this.o.hashWrittenData ? createHash('sha256') : null;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.ingest(chunk).then(() => cb(), cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.finish().then(() => cb(), cb);
+  }
+
+  private async ingest(chunk: Buffer): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const n = Math.min(chunk.length - off, this.staging.length - this.fill);
+      chunk.copy(this.staging, this.fill, off, off + n);
+      this.fill += n;
+      off += n;
+      if (this.fill === this.staging.length) await this.dispatch();
+    }
+  }
+
+  /** Hands the full staging buffer to the writer and swaps in the spare. */
+  private async dispatch(): Promise<void> {
+    await this.pending; // the spare is the previous buffer: it must be written before reuse
+    this.throwIfFailed();
+    const buf = this.staging;
+    const len = this.fill;
+    const base = this.base;
+    if (len === 0) return;
+    if (this.o.capacity !== null && base + len > this.o.capacity) {
+      throw new BtyError(
+        'BTY_ERR_TARGET_TOO_SMALL',
+        `the image is larger than the target ${this.o.path} (${this.o.capacity} bytes): ` +
+          `it was still going at byte ${base + len}; nothing past the end was written`,
+      );
+    }
+    if (base === 0) this.o.inspectFirst?.(buf.subarray(0, len));
+    this.staging = this.spare;
+    this.spare = buf;
+    this.fill = 0;
+    this.base += len;
+    this.pending = this.process(buf, len, base).then(
+      () => this.o.onBytes?.(base + len),
+      (err: unknown) => {
+        this.failure = err instanceof Error ? err : new Error(String(err));
+      },
+    );
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== null) throw this.failure;
+  }
+
+  private async finish(): Promise<void> {
+    await this.dispatch();
+    await this.pending;
+    this.throwIfFailed();
+    await this.flushZeroRun();
+    this.result.bytes = this.base;
+    if (this.o.strategy === 'holes') {
+      // A trailing zero run is a hole too: set the length without writing it.
+      await this.o.fh.truncate(this.base);
+    }
+    this.result.writtenSha256 = this.hash ? this.hash.digest('hex') : null;
+  }
+
+  private isZero(buf: Buffer, start: number, n: number): boolean {
+    return buf.subarray(start, start + n).equals(ZERO_CHUNK.subarray(0, n));
+  }
+
+  private async process(buf: Buffer, len: number, base: number): Promise<void> {
+    const bs = this.o.blockSize;
+    let i = 0;
+    while (i < len) {
+      const n = Math.min(bs, len - i);
+      if (this.isZero(buf, i, n)) {
+        this.extendZeroRun(base + i, base + i + n);
+        i += n;
+        continue;
+      }
+      let j = i + n;
+      while (j < len) {
+        const m = Math.min(bs, len - j);
+        if (this.isZero(buf, j, m)) break;
+        j += m;
+      }
+      await this.flushZeroRun();
+      await this.writeAt(buf, i, j - i, base + i);
+      this.hash?.update(buf.subarray(i, j));
+      this.addRange(base + i, base + j);
+      this.result.written += j - i;
+      i = j;
+    }
+  }
+
+  private extendZeroRun(start: number, end: number): void {
+    if (this.zeroEnd === start) this.zeroEnd = end;
+    else {
+      this.zeroStart = start;
+      this.zeroEnd = end;
+    }
+  }
+
+  private addRange(start: number, end: number): void {
+    const last = this.result.ranges[this.result.ranges.length - 1];
+    if (last && last[1] === start) last[1] = end;
+    else this.result.ranges.push([start, end]);
+  }
+
+  private async writeAt(
+    buf: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<void> {
+    let done = 0;
+    try {
+      while (done < length) {
+        const { bytesWritten } = await this.o.fh.write(
+          buf,
+          offset + done,
+          length - done,
+          position + done,
+        );
+        if (bytesWritten === 0) throw new Error('the device accepted no bytes');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      if (err instanceof BtyError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new BtyError(
+        code === 'ENOSPC' ? 'BTY_ERR_NO_SPACE' : 'BTY_ERR_WRITE',
+        `writing ${this.o.path} at byte ${position + done} failed: ${(err as Error).message}`,
+        code === 'ENOSPC'
+          ? { hint: 'The filesystem holding the target file is full; free space and flash again.' }
+          : {},
+      );
+    }
+  }
+
+  private async flushZeroRun(): Promise<void> {
+    if (this.zeroStart < 0) return;
+    const start = this.zeroStart;
+    const length = this.zeroEnd - this.zeroStart;
+    this.zeroStart = this.zeroEnd = -1;
+    if (this.o.strategy === 'holes') {
+      this.result.skipped += length;
+      return;
+    }
+    let rest = length;
+    let pos = start;
+    if (this.o.strategy === 'zeroout' && length >= this.o.zerooutMinBytes) {
+      const aligned = length - (length % this.o.logicalBlockSize);
+      await this.zeroout(pos, aligned);
+      this.result.skipped += aligned;
+      pos += aligned;
+      rest -= aligned;
+    }
+    while (rest > 0) {
+      const n = Math.min(rest, ZERO_CHUNK.length);
+      await this.writeAt(ZERO_CHUNK, 0, n, pos);
+      this.result.zerosWritten += n;
+      pos += n;
+      rest -= n;
+    }
+  }
+
+  /** BLKZEROOUT through util-linux: the kernel offloads it (or writes zeros itself). */
+  private zeroout(offset: number, length: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const args = ['--zeroout', '--force', '--offset', String(offset), '--length', String(length)];
+      const child = spawn('blkdiscard', [...args, this.o.path], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (d: string) => (stderr += d));
+      child.on('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'ENOENT'
+            ? new BtyError(
+                'BTY_ERR_TOOL_MISSING',
+                'blkdiscard is not installed (Debian package util-linux)',
+              )
+            : err,
+        ),
+      );
+      child.on('close', (code) => {
+        if (code === 0) resolve();
+        else
+          reject(
+            new BtyError(
+              'BTY_ERR_WRITE',
+              `zeroing ${length} bytes at ${offset} on ${this.o.path} failed: ${stderr.trim() || `blkdiscard exited ${code}`}`,
+            ),
+          );
+      });
+    });
+  }
+}

@@ -1,0 +1,388 @@
+/**
+ * An image over HTTP(S), read as one forward stream that survives broken connections.
+ *
+ * On a cut the stream continues with `Range: bytes=N-` guarded by `If-Range`, so the bytes after
+ * N come from the same object or not at all: a `200` to a ranged request, a different ETag, or a
+ * different total size fails the flash instead of splicing two objects together. The caller's
+ * decompressor and hash see one uninterrupted byte sequence, so nothing is written twice and the
+ * digest covers every byte (upstream bty failed the flash here; `curl --retry` into dd once
+ * re-wrote bytes and corrupted disks).
+ *
+ * HTTP/1.1 only: CDNs reset long HTTP/2 streams when a signed URL expires mid-transfer.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BtyError } from '../../core/errors.ts';
+import { basenameOf } from '../../core/formats.ts';
+import type { ImageSource } from './source.ts';
+
+export interface HttpSourceOptions {
+  /** Give up when a request sends nothing for this long (then resume). Default 30 s. */
+  idleTimeoutMs?: number;
+  /** Consecutive failed attempts (no byte gained) before giving up. Default 6. */
+  maxRetries?: number;
+  /** First retry delay; doubles per consecutive failure up to `maxBackoffMs`. Default 250 ms. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Extra request headers (e.g. an OCI bearer token). */
+  headers?: Record<string, string>;
+  /** Whether an expected digest will verify the bytes (allows resuming without validators). */
+  digestKnown?: boolean;
+  /** Called after each resume with the offset it continued from. */
+  onResume?: (offset: number, reason: string) => void;
+}
+
+const MAX_REDIRECTS = 10;
+const USER_AGENT = 'bty';
+
+interface Validators {
+  etag: string | null;
+  lastModified: string | null;
+}
+
+interface OpenResponse {
+  res: http.IncomingMessage;
+  url: string;
+}
+
+function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+function header(res: http.IncomingMessage, name: string): string | null {
+  const v = res.headers[name];
+  if (Array.isArray(v)) return v[0] ?? null;
+  return v ?? null;
+}
+
+/** Parses `bytes a-b/total`; null when malformed. Total may be `*` (unknown → null). */
+function parseContentRange(
+  v: string | null,
+): { start: number; end: number; total: number | null } | null {
+  if (!v) return null;
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/i.exec(v.trim());
+  if (!m) return null;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) };
+}
+
+function parseLength(v: string | null): number | null {
+  if (v === null || !/^\d+$/.test(v.trim())) return null;
+  return Number(v.trim());
+}
+
+class RetryableError extends Error {}
+
+export class HttpSource implements ImageSource {
+  readonly kind = 'http';
+  readonly localPath = null;
+  readonly display: string;
+  readonly name: string;
+  private readonly url: string;
+  private readonly opts: Required<Omit<HttpSourceOptions, 'onResume' | 'headers'>> &
+    Pick<HttpSourceOptions, 'onResume' | 'headers'>;
+  private _size: number | null = null;
+  private validators: Validators = { etag: null, lastModified: null };
+  private _resumes = 0;
+
+  private constructor(url: string, options: HttpSourceOptions) {
+    this.url = url;
+    this.display = url;
+    const path = url.replace(/^[a-z]+:\/\/[^/]*/i, '').replace(/[?#].*$/, '');
+    this.name = basenameOf(path) || 'image';
+    this.opts = {
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      maxRetries: options.maxRetries ?? 6,
+      backoffMs: options.backoffMs ?? 250,
+      maxBackoffMs: options.maxBackoffMs ?? 8_000,
+      digestKnown: options.digestKnown ?? false,
+      onResume: options.onResume,
+      headers: options.headers,
+    };
+  }
+
+  get size(): number | null {
+    return this._size;
+  }
+
+  get resumes(): number {
+    return this._resumes;
+  }
+
+  /** Checks that the URL answers and learns its size and validators. */
+  static async probe(url: string, options: HttpSourceOptions = {}): Promise<HttpSource> {
+    const source = new HttpSource(url, options);
+    await source.probeHeaders();
+    return source;
+  }
+
+  private async probeHeaders(): Promise<void> {
+    const signal = AbortSignal.timeout(this.opts.idleTimeoutMs);
+    let { res } = await this.request('HEAD', {}, signal);
+    res.resume();
+    if (res.statusCode === 405 || res.statusCode === 501 || res.statusCode === 403) {
+      // Some servers (and signed CDN URLs) refuse HEAD: ask for one byte instead.
+      ({ res } = await this.request('GET', { range: 'bytes=0-0' }, signal));
+      res.destroy();
+    }
+    const status = res.statusCode ?? 0;
+    if (status >= 400) throw this.statusError(status);
+    this.validators = this.validatorsOf(res);
+    if (status === 206) {
+      this._size = parseContentRange(header(res, 'content-range'))?.total ?? null;
+    } else {
+      this._size = parseLength(header(res, 'content-length'));
+    }
+  }
+
+  private validatorsOf(res: http.IncomingMessage): Validators {
+    return { etag: header(res, 'etag'), lastModified: header(res, 'last-modified') };
+  }
+
+  private statusError(status: number): BtyError {
+    return new BtyError('BTY_ERR_HTTP_STATUS', `image URL answered HTTP ${status}: ${this.url}`, {
+      details: { status, url: this.url },
+      ...(status === 404 ? { hint: 'Check the URL: the server has no such file.' } : {}),
+    });
+  }
+
+  async readHead(n: number): Promise<Buffer> {
+    if (n <= 0) return Buffer.alloc(0);
+    const signal = AbortSignal.timeout(this.opts.idleTimeoutMs);
+    const { res } = await this.request('GET', { range: `bytes=0-${n - 1}` }, signal);
+    const status = res.statusCode ?? 0;
+    if (status >= 400) {
+      res.destroy();
+      throw this.statusError(status);
+    }
+    const parts: Buffer[] = [];
+    let got = 0;
+    try {
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        parts.push(chunk);
+        got += chunk.length;
+        if (got >= n) break; // a server ignoring Range sends everything: stop early
+      }
+    } finally {
+      res.destroy();
+    }
+    return Buffer.concat(parts).subarray(0, n);
+  }
+
+  /** Issues one request, following redirects (each hop gets the original headers). */
+  private async request(
+    method: 'GET' | 'HEAD',
+    extra: { range?: string; ifRange?: string },
+    signal: AbortSignal,
+  ): Promise<OpenResponse> {
+    let url = this.url;
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      const res = await this.requestOnce(method, url, extra, signal, hop > 0);
+      const status = res.statusCode ?? 0;
+      const location = header(res, 'location');
+      if ([301, 302, 303, 307, 308].includes(status) && location) {
+        res.resume();
+        url = new URL(location, url).toString();
+        continue;
+      }
+      return { res, url };
+    }
+    throw new BtyError('BTY_ERR_SOURCE_UNREACHABLE', `too many redirects fetching ${this.url}`);
+  }
+
+  private requestOnce(
+    method: 'GET' | 'HEAD',
+    url: string,
+    extra: { range?: string; ifRange?: string },
+    signal: AbortSignal,
+    crossHop: boolean,
+  ): Promise<http.IncomingMessage> {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new BtyError('BTY_ERR_BAD_INPUT', `not a valid URL: ${url}`);
+    }
+    const lib = parsed.protocol === 'https:' ? https : http;
+    const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: '*/*' };
+    // Credentials for the origin never follow a redirect to another host (CDN, signed URL).
+    const sameHost = parsed.host === new URL(this.url).host;
+    if (this.opts.headers && (!crossHop || sameHost)) Object.assign(headers, this.opts.headers);
+    if (extra.range) headers.range = extra.range;
+    if (extra.ifRange) headers['if-range'] = extra.ifRange;
+    return new Promise((resolve, reject) => {
+      const req = lib.request(parsed, { method, headers, agent: false, signal }, resolve);
+      req.setTimeout(this.opts.idleTimeoutMs, () => {
+        req.destroy(new RetryableError(`no answer for ${this.opts.idleTimeoutMs / 1000} s`));
+      });
+      req.on('error', (err) => {
+        if (signal.aborted && !(err instanceof RetryableError)) reject(err);
+        else
+          reject(
+            new RetryableError(`${url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`),
+          );
+      });
+      req.end();
+    });
+  }
+
+  /**
+   * The If-Range value: a strong ETag, else Last-Modified. Weak ETags cannot guard a range
+   * (RFC 9110 §13.1.5), so they do not count.
+   */
+  private ifRangeValue(): string | null {
+    const { etag, lastModified } = this.validators;
+    if (etag && !etag.startsWith('W/')) return etag;
+    return lastModified;
+  }
+
+  async *stream(signal: AbortSignal): AsyncGenerator<Buffer> {
+    let offset = 0;
+    let failures = 0;
+    let first = true;
+    for (;;) {
+      signal.throwIfAborted();
+      let gained = 0;
+      try {
+        for await (const chunk of this.attempt(offset, first, signal)) {
+          first = false;
+          offset += chunk.length;
+          gained += chunk.length;
+          yield chunk;
+        }
+        return;
+      } catch (err) {
+        if (!(err instanceof RetryableError) || signal.aborted) throw err;
+        first = false;
+        if (gained > 0) failures = 0;
+        failures++;
+        if (failures > this.opts.maxRetries) {
+          throw new BtyError(
+            'BTY_ERR_RESUME_EXHAUSTED',
+            `download of ${this.url} failed ${failures} times in a row at byte ${offset}: ${err.message}`,
+            { details: { offset, resumes: this._resumes } },
+          );
+        }
+        if (offset > 0 && this.ifRangeValue() === null && !this.opts.digestKnown) {
+          throw new BtyError(
+            'BTY_ERR_RESUME_UNSAFE',
+            `download of ${this.url} broke at byte ${offset} (${err.message}) and the server ` +
+              'sends no ETag or Last-Modified, so resuming could splice two different files',
+          );
+        }
+        const delay = Math.min(this.opts.backoffMs * 2 ** (failures - 1), this.opts.maxBackoffMs);
+        await sleep(delay, undefined, { signal });
+        if (offset > 0) {
+          this._resumes++;
+          this.opts.onResume?.(offset, err.message);
+        }
+      }
+    }
+  }
+
+  /** One GET from `offset`; yields body chunks; throws RetryableError on a recoverable break. */
+  private async *attempt(
+    offset: number,
+    first: boolean,
+    signal: AbortSignal,
+  ): AsyncGenerator<Buffer> {
+    const extra: { range?: string; ifRange?: string } = {};
+    if (offset > 0) {
+      extra.range = `bytes=${offset}-`;
+      const guard = this.ifRangeValue();
+      if (guard) extra.ifRange = guard;
+    }
+    const { res } = await this.request('GET', extra, signal);
+    try {
+      const status = res.statusCode ?? 0;
+      if (status >= 400 && !(offset > 0 && status === 416)) {
+        if (isRetryableStatus(status)) throw new RetryableError(`HTTP ${status}`);
+        throw this.statusError(status);
+      }
+      if (offset === 0) {
+        this.checkSameObject(res, null);
+        if (first || this._size === null) {
+          this._size = parseLength(header(res, 'content-length')) ?? this._size;
+        }
+      } else {
+        this.checkResumeAnswer(res, offset);
+        if (status === 416) return; // everything had arrived; only the close was lost
+      }
+      let got = offset;
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        got += chunk.length;
+        yield chunk;
+      }
+      if (this._size !== null && got < this._size) {
+        throw new RetryableError(`connection closed at byte ${got} of ${this._size}`);
+      }
+    } catch (err) {
+      if (err instanceof BtyError || err instanceof RetryableError || signal.aborted) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new RetryableError(code ?? (err as Error).message);
+    } finally {
+      res.destroy();
+    }
+  }
+
+  /** Fails when the response's validators or size differ from the object we started with. */
+  private checkSameObject(res: http.IncomingMessage, total: number | null): void {
+    const now = this.validatorsOf(res);
+    const before = this.validators;
+    const etagChanged = before.etag !== null && now.etag !== null && before.etag !== now.etag;
+    const lmChanged =
+      before.lastModified !== null &&
+      now.lastModified !== null &&
+      before.lastModified !== now.lastModified;
+    const size = total ?? parseLength(header(res, 'content-length'));
+    const sizeChanged = this._size !== null && size !== null && size !== this._size;
+    if (etagChanged || lmChanged || sizeChanged) {
+      throw new BtyError(
+        'BTY_ERR_SOURCE_CHANGED',
+        `the image at ${this.url} changed while it was being read` +
+          (etagChanged ? ` (ETag ${before.etag} became ${now.etag})` : '') +
+          (lmChanged ? ` (Last-Modified ${before.lastModified} became ${now.lastModified})` : '') +
+          (sizeChanged ? ` (size ${this._size} became ${size})` : ''),
+      );
+    }
+    if (before.etag === null && before.lastModified === null) this.validators = now;
+  }
+
+  private checkResumeAnswer(res: http.IncomingMessage, offset: number): void {
+    const status = res.statusCode ?? 0;
+    if (status === 200) {
+      const now = this.validatorsOf(res);
+      const changed =
+        (this.validators.etag !== null && now.etag !== this.validators.etag) ||
+        (this.validators.lastModified !== null &&
+          now.lastModified !== this.validators.lastModified);
+      throw new BtyError(
+        'BTY_ERR_SOURCE_CHANGED',
+        changed
+          ? `the image at ${this.url} changed on the server after ${offset} bytes had been written`
+          : `the server sent all of ${this.url} again instead of resuming at byte ${offset} ` +
+              '(it ignores Range requests), so the download cannot continue safely',
+        { details: { offset } },
+      );
+    }
+    if (status === 416) {
+      if (this._size !== null && offset >= this._size) return;
+      throw new BtyError(
+        'BTY_ERR_SOURCE_CHANGED',
+        `the server refused to resume ${this.url} at byte ${offset} (HTTP 416): the file shrank or changed`,
+      );
+    }
+    if (status !== 206) {
+      throw new BtyError('BTY_ERR_HTTP_STATUS', `unexpected HTTP ${status} resuming ${this.url}`);
+    }
+    const range = parseContentRange(header(res, 'content-range'));
+    if (!range || range.start !== offset) {
+      throw new BtyError(
+        'BTY_ERR_SOURCE_CHANGED',
+        `the server resumed ${this.url} at the wrong place (asked byte ${offset}, got ` +
+          `"${header(res, 'content-range') ?? 'no Content-Range'}")`,
+      );
+    }
+    this.checkSameObject(res, range.total);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Turns what the operator typed into an ImageSource: a local path, `file://`, `http(s)://`, or
+ * a scheme registered by another module (the `oras://` resolver plugs in here).
+ */
+import { fileURLToPath } from 'node:url';
+import { BtyError } from '../../core/errors.ts';
+import { FileSource } from './file.ts';
+import { HttpSource, type HttpSourceOptions } from './http.ts';
+import type { ImageSource } from './source.ts';
+
+export type { ImageSource } from './source.ts';
+export { FileSource } from './file.ts';
+export { HttpSource, type HttpSourceOptions } from './http.ts';
+
+export interface OpenSourceOptions {
+  http?: HttpSourceOptions;
+}
+
+export type SourceOpener = (src: string, options: OpenSourceOptions) => Promise<ImageSource>;
+
+const extraSchemes = new Map<string, SourceOpener>();
+
+/** Lets another module (e.g. the OCI resolver) serve a URL scheme. */
+export function registerSourceScheme(scheme: string, opener: SourceOpener): void {
+  extraSchemes.set(scheme.toLowerCase(), opener);
+}
+
+export function sourceScheme(src: string): string | null {
+  const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(src);
+  return m ? m[1]!.toLowerCase() : null;
+}
+
+export async function openImageSource(
+  src: string,
+  options: OpenSourceOptions = {},
+): Promise<ImageSource> {
+  const scheme = sourceScheme(src);
+  if (scheme === null) return FileSource.open(src);
+  if (scheme === 'file') {
+    let path: string;
+    try {
+      path = fileURLToPath(src);
+    } catch (err) {
+      throw new BtyError('BTY_ERR_BAD_INPUT', `not a usable file:// URL: ${src} (${String(err)})`);
+    }
+    return FileSource.open(path, src);
+  }
+  if (scheme === 'http' || scheme === 'https') {
+    try {
+      new URL(src);
+    } catch {
+      throw new BtyError('BTY_ERR_BAD_INPUT', `not a valid URL: ${src}`);
+    }
+    return HttpSource.probe(src, options.http);
+  }
+  const opener = extraSchemes.get(scheme);
+  if (opener) return opener(src, options);
+  if (scheme === 'oras') {
+    throw new BtyError(
+      'BTY_ERR_SOURCE_SCHEME',
+      `oras:// sources are not supported by this version of bty yet: ${src}`,
+      { hint: 'Use the blob URL over https://, or a local copy of the image.' },
+    );
+  }
+  throw new BtyError(
+    'BTY_ERR_SOURCE_SCHEME',
+    `image source must be a local path or a file://, http:// or https:// URL; got scheme '${scheme}' in '${src}'`,
+  );
+}

@@ -1,0 +1,60 @@
+/**
+ * The decompression stage for a streamed image: gzip and zstd in-process (Node's zlib), xz and
+ * bzip2 through their programs. Corrupt or truncated input fails with BTY_ERR_DECOMPRESS.
+ */
+import type { Duplex } from 'node:stream';
+import zlib from 'node:zlib';
+import { BtyError } from '../../core/errors.ts';
+import type { ImageFormat } from '../../core/formats.ts';
+import { programStage } from './child-process.ts';
+
+/** Output chunk size of the zlib stages: big chunks mean fewer callbacks and larger writes. */
+const ZLIB_CHUNK = 1 << 20;
+
+function corrupt(format: string, display: string, why: string): BtyError {
+  return new BtyError(
+    'BTY_ERR_DECOMPRESS',
+    `the ${format} data of ${display} is corrupt or truncated: ${why}`,
+    { details: { format } },
+  );
+}
+
+/** Null for raw images. qcow2 is not streamable and never reaches here. */
+export function createDecompressor(format: ImageFormat, display: string): Duplex | null {
+  switch (format) {
+    case 'img':
+    case 'qcow2':
+      return null;
+    case 'img.gz':
+      return zlib.createGunzip({ chunkSize: ZLIB_CHUNK });
+    case 'img.zst':
+      return zlib.createZstdDecompress({ chunkSize: ZLIB_CHUNK });
+    case 'img.xz':
+      return programStage('xz', ['--decompress', '--stdout', '--threads=0'], {
+        debianPackage: 'xz-utils',
+        onFailure: (exit, stderr) => corrupt('xz', display, stderr || `xz exited with ${exit}`),
+      });
+    case 'img.bz2':
+      return programStage('bzip2', ['--decompress', '--stdout'], {
+        debianPackage: 'bzip2',
+        onFailure: (exit, stderr) =>
+          corrupt('bzip2', display, stderr || `bzip2 exited with ${exit}`),
+      });
+  }
+}
+
+/** Node's zlib errors carry codes like Z_DATA_ERROR, Z_BUF_ERROR or ZSTD_error_*. */
+function isZlibError(err: unknown): err is NodeJS.ErrnoException {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return typeof code === 'string' && (code.startsWith('Z_') || code.startsWith('ZSTD_'));
+}
+
+/** Gives a zlib failure the operator's words; other errors pass through unchanged. */
+export function explainDecompressError(
+  err: unknown,
+  format: ImageFormat,
+  display: string,
+): unknown {
+  if (!isZlibError(err)) return err;
+  return corrupt(format === 'img.zst' ? 'zstd' : 'gzip', display, err.message);
+}
