@@ -1,0 +1,347 @@
+/**
+ * The flash engine against real parts: images made by the real compressors and qemu-img, served
+ * from disk or by a fault-injecting HTTP server, written to regular files and to loop devices.
+ * Every target is filled with garbage first, so a skipped zero range that does not really read
+ * as zero fails the hash comparison.
+ */
+import { mkdtemp, rm, writeFile, open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BtyError } from '../../src/core/errors.ts';
+import type { FlashProgress } from '../../src/core/progress.ts';
+import { flash } from '../../src/flash/engine.ts';
+import { startFaultServer, type FaultServer, type Faults } from '../helpers/fault-server.ts';
+import {
+  convertImage,
+  makeRawImage,
+  sha256File,
+  type MadeImage,
+} from '../helpers/images.ts';
+import { createLoopDevice, isRoot, type LoopDevice } from '../helpers/loop.ts';
+
+const MiB = 1 << 20;
+const IMAGE_BYTES = 24 * MiB;
+const FORMATS = ['img', 'img.gz', 'img.zst', 'img.xz', 'img.bz2', 'qcow2'] as const;
+type Format = (typeof FORMATS)[number];
+const FAST_HTTP = { backoffMs: 10, maxBackoffMs: 50, idleTimeoutMs: 5000 };
+
+let dir: string;
+let raw: MadeImage;
+const files = new Map<Format, MadeImage>();
+let server: FaultServer;
+let loop: LoopDevice | null = null;
+
+/** Fills a target with a non-zero pattern so holes and zeroing are really tested. */
+async function fillGarbage(path: string, bytes: number): Promise<void> {
+  const fh = await open(path, path.startsWith('/dev/') ? 'r+' : 'w');
+  try {
+    const chunk = Buffer.alloc(4 * MiB, 0xa5);
+    for (let pos = 0; pos < bytes; pos += chunk.length) {
+      await fh.write(chunk, 0, Math.min(chunk.length, bytes - pos), pos);
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function targetFor(kind: 'file' | 'loop', name: string): Promise<string> {
+  if (kind === 'loop') {
+    if (!loop) throw new Error('no loop device');
+    await fillGarbage(loop.path, 32 * MiB);
+    return loop.path;
+  }
+  const path = join(dir, `target-${name}.img`);
+  await fillGarbage(path, 32 * MiB);
+  return path;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bty-engine-'));
+  raw = await makeRawImage(join(dir, 'disk.img'), { sizeBytes: IMAGE_BYTES, seed: 7 });
+  files.set('img', raw);
+  for (const f of FORMATS) {
+    if (f === 'img') continue;
+    files.set(f, await convertImage(raw.path, f, join(dir, `disk.${f}`)));
+  }
+  server = await startFaultServer();
+  if (isRoot()) loop = await createLoopDevice({ sizeBytes: 32 * MiB });
+}, 300_000);
+
+afterAll(async () => {
+  await loop?.detach();
+  await server?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const targets = isRoot() ? (['file', 'loop'] as const) : (['file'] as const);
+
+describe.each(FORMATS)('format %s', (format) => {
+  const name = (suffix: string) => `${format}-${suffix}`;
+
+  describe.each(targets)('to a %s target', (targetKind) => {
+    it('from a local file: the target reads back as the raw image', async () => {
+      const target = await targetFor(targetKind, name('local'));
+      const image = files.get(format)!;
+      const result = await flash({
+        source: image.path,
+        target,
+        verify: true,
+        sha256: image.sha256,
+      });
+      expect(result.sha256_verified).toBe(true);
+      expect(result.verified).toBe(true);
+      expect(result.image_bytes).toBe(IMAGE_BYTES);
+      expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+      if (format !== 'qcow2') {
+        // The zero runs were skipped (holes in a file, BLKZEROOUT on the loop device), not written.
+        expect(result.plan.target.zero_strategy).toBe(targetKind === 'file' ? 'holes' : 'zeroout');
+        expect(result.bytes_skipped).toBeGreaterThan(IMAGE_BYTES / 4);
+      }
+    });
+
+    it('over HTTP', async () => {
+      const target = await targetFor(targetKind, name('http'));
+      const image = files.get(format)!;
+      server.serve(`/plain/${image.path.split('/').pop()}`, { body: { file: image.path } });
+      const url = server.urlFor(`/plain/${image.path.split('/').pop()}`);
+      const result = await flash({ source: url, target, sha256: image.sha256, http: FAST_HTTP });
+      expect(result.resumes).toBe(0);
+      expect(result.sha256_verified).toBe(true);
+      expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+    });
+
+    it('over HTTP that cuts the connection every 1 MiB: resumes, same bytes', async () => {
+      const target = await targetFor(targetKind, name('cut'));
+      const image = files.get(format)!;
+      const path = `/cut/${targetKind}/${image.path.split('/').pop()}`;
+      server.serve(path, { body: { file: image.path } }, { cutEveryBytes: MiB });
+      const events: FlashProgress[] = [];
+      const result = await flash({
+        source: server.urlFor(path),
+        target,
+        sha256: image.sha256,
+        verify: true,
+        http: FAST_HTTP,
+        onProgress: (e) => events.push(e),
+      });
+      const expectedCuts = Math.floor((image.sizeBytes - 1) / MiB);
+      expect(result.resumes).toBe(expectedCuts);
+      expect(expectedCuts).toBeGreaterThan(0);
+      expect(result.sha256_verified).toBe(true);
+      expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+      // Every resumed request asked for the rest only, guarded by If-Range.
+      const ranged = server.requests.filter(
+        (r) => r.path === path && r.range !== null && r.method === 'GET',
+      );
+      expect(ranged.filter((r) => r.ifRange !== null).length).toBeGreaterThanOrEqual(expectedCuts);
+      expect(events.at(-1)?.phase).toBe('done');
+      expect(events.some((e) => e.resumes > 0)).toBe(true);
+    });
+
+    it('over HTTP where the object changes mid-way: fails, never splices', async () => {
+      const target = await targetFor(targetKind, name('changed'));
+      const image = files.get(format)!;
+      const path = `/changed/${targetKind}/${image.path.split('/').pop()}`;
+      const faults: Faults = {
+        cutEveryBytes: Math.floor(image.sizeBytes / 3),
+        changeAfterBytes: Math.floor(image.sizeBytes / 3),
+        changeTo: { body: Buffer.alloc(image.sizeBytes, 0x42) },
+      };
+      server.serve(path, { body: { file: image.path } }, faults);
+      const err = await flash({ source: server.urlFor(path), target, http: FAST_HTTP }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(BtyError);
+      expect((err as BtyError).code).toBe('BTY_ERR_SOURCE_CHANGED');
+      expect((err as BtyError).exitCode).not.toBe(0);
+      expect((err as BtyError).message).toMatch(/changed/);
+    });
+  });
+});
+
+describe('HTTP edge cases', () => {
+  it('a server without ETag or Last-Modified: a cut is not resumed blindly', async () => {
+    const target = await targetFor('file', 'novalidators');
+    const image = files.get('img.zst')!;
+    server.serve(
+      '/noval.img.zst',
+      { body: { file: image.path }, etag: null, lastModified: null },
+      { cutEveryBytes: MiB },
+    );
+    const err = await flash({
+      source: server.urlFor('/noval.img.zst'),
+      target,
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_RESUME_UNSAFE');
+  });
+
+  it('... but with --sha256 the digest guards the resume', async () => {
+    const target = await targetFor('file', 'novalidators-sha');
+    const image = files.get('img.zst')!;
+    server.serve(
+      '/noval2.img.zst',
+      { body: { file: image.path }, etag: null, lastModified: null },
+      { cutEveryBytes: MiB },
+    );
+    const result = await flash({
+      source: server.urlFor('/noval2.img.zst'),
+      target,
+      sha256: image.sha256,
+      http: FAST_HTTP,
+    });
+    expect(result.resumes).toBeGreaterThan(0);
+    expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+  });
+
+  it('a server that answers a ranged request with 200 fails the flash safely', async () => {
+    const target = await targetFor('file', 'ignorerange');
+    const image = files.get('img.gz')!;
+    server.serve(
+      '/ign.img.gz',
+      { body: { file: image.path } },
+      { cutEveryBytes: MiB, ignoreRange: true },
+    );
+    const err = await flash({
+      source: server.urlFor('/ign.img.gz'),
+      target,
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_SOURCE_CHANGED');
+    expect((err as BtyError).message).toMatch(/ignores Range/);
+  });
+
+  it('a server that ignores If-Range but changed the object is caught by its ETag', async () => {
+    const target = await targetFor('file', 'ignoreifrange');
+    const image = files.get('img')!;
+    server.serve(
+      '/ignif.img',
+      { body: { file: image.path } },
+      {
+        cutEveryBytes: 4 * MiB,
+        changeAfterBytes: 4 * MiB,
+        changeTo: { body: Buffer.alloc(image.sizeBytes, 1) },
+        ignoreIfRange: true,
+      },
+    );
+    const err = await flash({ source: server.urlFor('/ignif.img'), target, http: FAST_HTTP }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as BtyError).code).toBe('BTY_ERR_SOURCE_CHANGED');
+  });
+
+  it('follows redirects and survives a server that refuses HEAD', async () => {
+    const target = await targetFor('file', 'redirect');
+    const image = files.get('img.xz')!;
+    server.serve('/real.img.xz', { body: { file: image.path } }, { noHead: true });
+    server.serve('/moved.img.xz', { body: Buffer.alloc(0) }, { redirectTo: '/real.img.xz' });
+    await flash({
+      source: server.urlFor('/moved.img.xz'),
+      target,
+      sha256: image.sha256,
+      http: FAST_HTTP,
+    });
+    expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+  });
+
+  it('HTTP 404 is a clear error', async () => {
+    const target = join(dir, 'never.img');
+    const err = await flash({
+      source: server.urlFor('/missing.img'),
+      target,
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_HTTP_STATUS');
+    expect((err as BtyError).message).toMatch(/404/);
+  });
+
+  it('a cancel mid-flash stops and says the target holds partial data', async () => {
+    const target = await targetFor('file', 'cancel');
+    const image = files.get('img.zst')!;
+    server.serve('/slow.img.zst', { body: { file: image.path } }, { bytesPerSecond: 2 * MiB });
+    const controller = new AbortController();
+    const pending = flash({
+      source: server.urlFor('/slow.img.zst'),
+      target,
+      signal: controller.signal,
+      http: FAST_HTTP,
+      onProgress: (e) => {
+        if (e.phase === 'write' && (e.source_bytes_done ?? 0) > 0) controller.abort();
+      },
+    });
+    const err = await pending.catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_CANCELLED');
+    expect((err as BtyError).exitCode).toBe(130);
+    expect((err as BtyError).message).toMatch(/partial data/);
+  });
+});
+
+describe('integrity and refusals', () => {
+  it('a wrong --sha256 fails with an integrity error saying the disk holds unverified data', async () => {
+    const target = await targetFor('file', 'badsha');
+    const image = files.get('img.gz')!;
+    const err = await flash({ source: image.path, target, sha256: '0'.repeat(64) }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as BtyError).code).toBe('BTY_ERR_INTEGRITY');
+    expect((err as BtyError).exitCode).toBe(4);
+    expect((err as BtyError).message).toMatch(/unverified data/);
+  });
+
+  it('a qcow2 with a wrong digest leaves the target untouched', async () => {
+    const target = await targetFor('file', 'badsha-qcow2');
+    const before = await sha256File(target);
+    server.serve('/bad.qcow2', { body: { file: files.get('qcow2')!.path } });
+    const err = await flash({
+      source: server.urlFor('/bad.qcow2'),
+      target,
+      sha256: 'f'.repeat(64),
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_INTEGRITY');
+    expect(await sha256File(target)).toBe(before);
+  });
+
+  it('refuses a file whose content contradicts its name', async () => {
+    const misnamed = join(dir, 'really-zstd.img');
+    await writeFile(
+      misnamed,
+      await import('node:fs/promises').then((f) => f.readFile(files.get('img.zst')!.path)),
+    );
+    const target = await targetFor('file', 'mismatch');
+    const before = await sha256File(target);
+    const err = await flash({ source: misnamed, target }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_FORMAT_MISMATCH');
+    expect((err as BtyError).message).toMatch(/zstd/);
+    expect(await sha256File(target)).toBe(before);
+  });
+
+  it('refuses tarballs with "extract first"', async () => {
+    const tarball = join(dir, 'image.tar.gz');
+    await writeFile(tarball, Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]));
+    const err = await flash({ source: tarball, target: join(dir, 'x.img') }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as BtyError).code).toBe('BTY_ERR_TARBALL');
+    expect((err as BtyError).message).toMatch(/Extract first/);
+  });
+
+  it('a dry run resolves everything and writes nothing', async () => {
+    const target = await targetFor('file', 'dryrun');
+    const before = await sha256File(target);
+    const image = files.get('img.xz')!;
+    const result = await flash({ source: image.path, target, dryRun: true });
+    expect(result.dry_run).toBe(true);
+    expect(result.plan.image.virtual_size_bytes).toBe(IMAGE_BYTES);
+    expect(await sha256File(target)).toBe(before);
+  });
+
+  it('refuses to write an image onto itself', async () => {
+    const image = files.get('img')!;
+    const err = await flash({ source: image.path, target: image.path }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
+    expect(await sha256File(image.path)).toBe(raw.sha256);
+  });
+});
