@@ -4,7 +4,7 @@
  * the digest a sidecar `.sha256` file publishes.
  */
 import { execFile } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { BtyError } from '../core/errors.ts';
 import {
@@ -19,6 +19,7 @@ import {
   type ImageFormat,
   type SniffedKind,
 } from '../core/formats.ts';
+import { readSidecarSha256 } from './images.ts';
 import { openImageSource, type ImageSource, type OpenSourceOptions } from './sources/index.ts';
 
 const run = promisify(execFile);
@@ -210,17 +211,6 @@ export function normaliseSha256(value: string, what = '--sha256'): string {
   return v;
 }
 
-/** The digest published next to a local image as `<image>.sha256`, or null. */
-export async function readSidecarDigest(imagePath: string): Promise<string | null> {
-  try {
-    const text = await readFile(`${imagePath}.sha256`, 'utf8');
-    const token = text.trim().split(/\s+/)[0]?.toLowerCase() ?? '';
-    return SHA256_RE.test(token) ? token : null;
-  } catch {
-    return null;
-  }
-}
-
 export interface ImageInspection {
   source: string;
   kind: 'file' | 'http';
@@ -255,7 +245,7 @@ export async function inspectImage(
     size_bytes: source.size,
     virtual_size_bytes: null,
     arch: detectArch(source.name),
-    sha256: source.localPath ? await readSidecarDigest(source.localPath) : null,
+    sha256: source.localPath ? await readSidecarSha256(source.localPath) : null,
     problems: [],
   };
   try {

@@ -12,7 +12,6 @@ import {
   assertContentMatches,
   HEAD_BYTES,
   normaliseSha256,
-  readSidecarDigest,
   resolveFormat,
   virtualSize,
   type FormatOrigin,
@@ -23,6 +22,7 @@ import {
   type ImageSource,
   type OpenSourceOptions,
 } from './sources/index.ts';
+import { readSidecarSha256 } from './images.ts';
 import { probeTarget, type TargetInfo } from './target.ts';
 import type { ZeroStrategy } from './sinks/sparse-sink.ts';
 
@@ -114,7 +114,7 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
   let sha256 = expected;
   let shaFrom: FlashPlan['image']['sha256_from'] = expected ? 'option' : null;
   if (!sha256 && source.localPath) {
-    sha256 = await readSidecarDigest(source.localPath);
+    sha256 = await readSidecarSha256(source.localPath);
     if (sha256) shaFrom = 'sidecar';
   }
 
