@@ -12,12 +12,7 @@ import { BtyError } from '../../src/core/errors.ts';
 import type { FlashProgress } from '../../src/core/progress.ts';
 import { flash } from '../../src/flash/engine.ts';
 import { startFaultServer, type FaultServer, type Faults } from '../helpers/fault-server.ts';
-import {
-  convertImage,
-  makeRawImage,
-  sha256File,
-  type MadeImage,
-} from '../helpers/images.ts';
+import { convertImage, makeRawImage, sha256File, type MadeImage } from '../helpers/images.ts';
 import { createLoopDevice, isRoot, type LoopDevice } from '../helpers/loop.ts';
 
 const MiB = 1 << 20;
