@@ -9,8 +9,8 @@ $(error could not set up Node 24; see the messages above)
 endif
 export PATH := $(NODE_BIN):$(PATH)
 
-RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux parted udev
-TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs fdisk dosfstools
+RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux fdisk parted udev
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools
 BENCH_DEBS := $(TEST_DEBS) bmap-tools time
 SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
 

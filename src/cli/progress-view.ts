@@ -16,7 +16,14 @@ function eta(seconds: number | null): string {
 }
 
 /** The text of one progress line (no newline). ASCII only: it must work on a Linux console. */
+const PHASE_WORDS: Partial<Record<FlashProgress['phase'], string>> = {
+  resolve: 'checking the image and the target',
+  sync: 'flushing to the device',
+};
+
 export function renderProgressLine(p: FlashProgress): string {
+  const words = PHASE_WORDS[p.phase];
+  if (words) return `${p.phase.padEnd(8)}  ${p.message ?? words}`;
   const fraction = progressFraction(p);
   const pct = fraction === null ? '  ? %' : `${Math.floor(fraction * 100)}%`.padStart(4);
   const filled = fraction === null ? 0 : Math.round(fraction * BAR_WIDTH);

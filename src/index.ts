@@ -1,0 +1,19 @@
+/**
+ * bty as a library. The same pieces are available one by one as the package entry points
+ * `bty-lab/flash`, `bty-lab/disks`, `bty-lab/images`, `bty-lab/catalog`, `bty-lab/errors` and
+ * `bty-lab/progress`.
+ */
+export * from './core/errors.ts';
+export * from './core/progress.ts';
+export * from './core/formats.ts';
+export * from './flash/index.ts';
+export {
+  listDisks,
+  findDisk,
+  matchDiskBySerial,
+  type Disk,
+  type DiskRefusal,
+} from './flash/disks.ts';
+export { listLocalImages, imageRoot, readSidecarSha256, type LocalImage } from './flash/images.ts';
+export * from './catalog/index.ts';
+export { VERSION } from './core/version.ts';
