@@ -1,7 +1,7 @@
 /** `bty flash SOURCE TARGET`: write an image to a disk or a file, with a plan, progress and checks. */
 import { createInterface } from 'node:readline/promises';
 import { Option } from 'commander';
-import { EXIT } from '../core/errors.ts';
+import { BtyError, EXIT } from '../core/errors.ts';
 import type { FlashProgress } from '../core/progress.ts';
 import { flash, type FlashResult } from '../flash/engine.ts';
 import type { FlashPlan } from '../flash/plan.ts';
@@ -142,9 +142,13 @@ export const registerFlash: Register = (program, io, setExit) => {
                 ? {}
                 : {
                     confirm: async (plan: FlashPlan) => {
+                      view?.end();
                       if (!interactive) {
                         if (!json) io.err(`bty: flash plan\n${describePlan(plan)}`);
-                        return false;
+                        throw new BtyError(
+                          'BTY_ERR_NOT_CONFIRMED',
+                          'no terminal to confirm on and --yes not given; nothing was written',
+                        );
                       }
                       return askConfirmation(io, plan);
                     },

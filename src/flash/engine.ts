@@ -124,7 +124,13 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
     return { ...base, seconds: (performance.now() - started) / 1000 };
   }
   if (request.confirm && !(await request.confirm(plan))) {
-    throw new BtyError('BTY_ERR_NOT_CONFIRMED', 'flash not confirmed; nothing was written');
+    throw new BtyError(
+      'BTY_ERR_NOT_CONFIRMED',
+      'flash declined at the confirmation prompt; nothing was written',
+      {
+        hint: 'Nothing was written. Run the command again and answer y to flash.',
+      },
+    );
   }
   signal.throwIfAborted();
   let writing = false;
