@@ -4,7 +4,9 @@
  * Every target is filled with garbage first, so a skipped zero range that does not really read
  * as zero fails the hash comparison.
  */
-import { mkdtemp, rm, writeFile, open } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile, open } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +17,7 @@ import { startFaultServer, type FaultServer, type Faults } from '../helpers/faul
 import { convertImage, makeRawImage, sha256File, type MadeImage } from '../helpers/images.ts';
 import { createLoopDevice, isRoot, type LoopDevice } from '../helpers/loop.ts';
 
+const execFileP = promisify(execFile);
 const MiB = 1 << 20;
 const IMAGE_BYTES = 24 * MiB;
 const FORMATS = ['img', 'img.gz', 'img.zst', 'img.xz', 'img.bz2', 'qcow2'] as const;
@@ -241,6 +244,47 @@ describe('HTTP edge cases', () => {
     expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
   });
 
+  it('an unreachable server is a clear error, not a crash', async () => {
+    const err = await flash({
+      source: 'http://127.0.0.1:1/nothing-listens-here.img',
+      target: join(dir, 'never.img'),
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_SOURCE_UNREACHABLE');
+    expect((err as BtyError).message).toMatch(/not reachable.*ECONNREFUSED/);
+  });
+
+  it('a stalled connection is dropped after the idle timeout and resumed', async () => {
+    const target = await targetFor('file', 'stall');
+    const image = files.get('img.gz')!;
+    server.serve('/stall.img.gz', { body: { file: image.path } }, { stallAfterBytes: 2 * MiB });
+    const result = await flash({
+      source: server.urlFor('/stall.img.gz'),
+      target,
+      sha256: image.sha256,
+      http: { ...FAST_HTTP, idleTimeoutMs: 300 },
+    });
+    expect(result.resumes).toBeGreaterThan(0);
+    expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+  });
+
+  it('a chunked response (no Content-Length) that is cut is resumed too', async () => {
+    const target = await targetFor('file', 'chunked');
+    const image = files.get('img.zst')!;
+    server.serve(
+      '/chunked.img.zst',
+      { body: { file: image.path } },
+      { chunked: true, cutEveryBytes: 2 * MiB },
+    );
+    const result = await flash({
+      source: server.urlFor('/chunked.img.zst'),
+      target,
+      http: FAST_HTTP,
+    });
+    expect(result.resumes).toBeGreaterThan(0);
+    expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+  });
+
   it('HTTP 404 is a clear error', async () => {
     const target = join(dir, 'never.img');
     const err = await flash({
@@ -298,6 +342,28 @@ describe('integrity and refusals', () => {
     expect((err as BtyError).code).toBe('BTY_ERR_INTEGRITY');
     expect(await sha256File(target)).toBe(before);
   });
+
+  it.runIf(isRoot())(
+    'a qcow2 URL is refused up front when the staging folder is too small',
+    async () => {
+      const small = join(dir, 'small-tmpfs');
+      await mkdir(small);
+      await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', small]);
+      try {
+        server.serve('/staged.qcow2', { body: { file: files.get('qcow2')!.path } });
+        const err = await flash({
+          source: server.urlFor('/staged.qcow2'),
+          target: join(small, 'out.img'),
+          http: FAST_HTTP,
+        }).catch((e: unknown) => e);
+        expect((err as BtyError).code).toBe('BTY_ERR_NO_SPACE');
+        expect((err as BtyError).message).toMatch(/must be downloaded before it is converted/);
+        expect((err as BtyError).hint).toMatch(/BTY_TMPDIR/);
+      } finally {
+        await execFileP('umount', [small]);
+      }
+    },
+  );
 
   it('refuses a file whose content contradicts its name', async () => {
     const misnamed = join(dir, 'really-zstd.img');

@@ -112,8 +112,30 @@ export class HttpSource implements ImageSource {
   /** Checks that the URL answers and learns its size and validators. */
   static async probe(url: string, options: HttpSourceOptions = {}): Promise<HttpSource> {
     const source = new HttpSource(url, options);
-    await source.probeHeaders();
+    await source.unreachableAsError(() => source.probeHeaders());
     return source;
+  }
+
+  /**
+   * Runs a metadata request with a few quick retries for transient failures (connection
+   * refused, 5xx), then reports what is still failing as "not reachable".
+   */
+  private async unreachableAsError<T>(work: () => Promise<T>): Promise<T> {
+    const attempts = 3;
+    for (let i = 1; ; i++) {
+      try {
+        return await work();
+      } catch (err) {
+        if (!(err instanceof RetryableError)) throw err;
+        if (i >= attempts) {
+          throw new BtyError(
+            'BTY_ERR_SOURCE_UNREACHABLE',
+            `image URL not reachable: ${this.url} (${err.message})`,
+          );
+        }
+        await sleep(Math.min(this.opts.backoffMs * 2 ** (i - 1), this.opts.maxBackoffMs));
+      }
+    }
   }
 
   private async probeHeaders(): Promise<void> {
@@ -126,6 +148,7 @@ export class HttpSource implements ImageSource {
       res.destroy();
     }
     const status = res.statusCode ?? 0;
+    if (isRetryableStatus(status)) throw new RetryableError(`HTTP ${status}`);
     if (status >= 400) throw this.statusError(status);
     this.validators = this.validatorsOf(res);
     if (status === 206) {
@@ -146,14 +169,20 @@ export class HttpSource implements ImageSource {
     });
   }
 
-  async readHead(n: number): Promise<Buffer> {
+  readHead(n: number): Promise<Buffer> {
+    return this.unreachableAsError(() => this.readHeadOnce(n));
+  }
+
+  private async readHeadOnce(n: number): Promise<Buffer> {
     if (n <= 0) return Buffer.alloc(0);
     const signal = AbortSignal.timeout(this.opts.idleTimeoutMs);
     const { res } = await this.request('GET', { range: `bytes=0-${n - 1}` }, signal);
     const status = res.statusCode ?? 0;
     if (status >= 400) {
       res.destroy();
-      throw this.statusError(status);
+      throw isRetryableStatus(status)
+        ? new RetryableError(`HTTP ${status}`)
+        : this.statusError(status);
     }
     const parts: Buffer[] = [];
     let got = 0;
@@ -163,6 +192,8 @@ export class HttpSource implements ImageSource {
         got += chunk.length;
         if (got >= n) break; // a server ignoring Range sends everything: stop early
       }
+    } catch (err) {
+      throw new RetryableError((err as NodeJS.ErrnoException).code ?? (err as Error).message);
     } finally {
       res.destroy();
     }
@@ -217,10 +248,7 @@ export class HttpSource implements ImageSource {
       });
       req.on('error', (err) => {
         if (signal.aborted && !(err instanceof RetryableError)) reject(err);
-        else
-          reject(
-            new RetryableError(`${url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`),
-          );
+        else reject(new RetryableError((err as NodeJS.ErrnoException).code ?? err.message));
       });
       req.end();
     });
