@@ -57,6 +57,7 @@ export interface SinkResult {
 }
 
 const ZERO_CHUNK = Buffer.alloc(4 << 20);
+const ZEROOUT_JOBS = 4;
 
 export class SparseSink extends Writable {
   private readonly o: Required<Omit<SparseSinkOptions, 'onBytes' | 'inspectFirst'>> &
@@ -67,6 +68,8 @@ export class SparseSink extends Writable {
   /** Image offset of staging[0]. */
   private base = 0;
   private pending: Promise<void> = Promise.resolve();
+  /** Zeroing jobs run beside the data writes (disjoint ranges); at most ZEROOUT_JOBS at once. */
+  private zeroJobs: Array<Promise<void>> = [];
   private failure: Error | null = null;
   private zeroStart = -1;
   private zeroEnd = -1;
@@ -155,6 +158,10 @@ export class SparseSink extends Writable {
     await this.pending;
     this.throwIfFailed();
     await this.flushZeroRun();
+    const jobs = this.zeroJobs;
+    this.zeroJobs = [];
+    await Promise.all(jobs);
+    this.throwIfFailed();
     this.result.bytes = this.base;
     if (this.o.strategy === 'holes') {
       // A trailing zero run is a hole too: set the length without writing it.
@@ -250,7 +257,13 @@ export class SparseSink extends Writable {
     let pos = start;
     if (this.o.strategy === 'zeroout' && length >= this.o.zerooutMinBytes) {
       const aligned = length - (length % this.o.logicalBlockSize);
-      await this.zeroout(pos, aligned);
+      // Spawning blkdiscard costs milliseconds: overlap it with the data writes.
+      if (this.zeroJobs.length >= ZEROOUT_JOBS) await this.zeroJobs.shift();
+      this.zeroJobs.push(
+        this.zeroout(pos, aligned).catch((err: unknown) => {
+          this.failure ??= err instanceof Error ? err : new Error(String(err));
+        }),
+      );
       this.result.skipped += aligned;
       pos += aligned;
       rest -= aligned;
