@@ -261,7 +261,13 @@ async function execute(
     const decompressor = createDecompressor(plan.image.format, plan.image.source);
     try {
       if (decompressor) await pipeline(source.stream(signal), tap, decompressor, sink, { signal });
-      else await pipeline(source.stream(signal), tap, sink, { signal });
+      else if (source instanceof FileSource) {
+        // A local raw image is read straight into the sink's buffers: no per-chunk allocation.
+        await source.readInto(sink, signal, (chunk) => {
+          hash?.update(chunk);
+          sourceBytes += chunk.length;
+        });
+      } else await pipeline(source.stream(signal), tap, sink, { signal });
     } catch (err) {
       throw explainDecompressError(err, plan.image.format, plan.image.source);
     }

@@ -110,23 +110,70 @@ export class SparseSink extends Writable {
     this.finish().then(() => cb(), cb);
   }
 
+  /**
+   * Takes a chunk from the stream. Block-aligned runs of a chunk are handed to the writer in
+   * place (stream chunks are freshly allocated and never reused by their producer, so holding
+   * them is safe); only the unaligned remainder is copied into the staging buffer.
+   */
   private async ingest(chunk: Buffer): Promise<void> {
+    const bs = this.o.blockSize;
     let off = 0;
     while (off < chunk.length) {
-      const n = Math.min(chunk.length - off, this.staging.length - this.fill);
+      const rest = chunk.length - off;
+      if (this.fill === 0 && rest >= bs) {
+        const n = Math.min(rest - (rest % bs), this.o.stagingSize);
+        await this.dispatch(chunk.subarray(off, off + n));
+        off += n;
+        continue;
+      }
+      const n = Math.min(rest, this.staging.length - this.fill);
       chunk.copy(this.staging, this.fill, off, off + n);
       this.fill += n;
       off += n;
-      if (this.fill === this.staging.length) await this.dispatch();
+      if (this.fill === this.staging.length) await this.dispatchStaging();
     }
   }
 
-  /** Hands the full staging buffer to the writer and swaps in the spare. */
-  private async dispatch(): Promise<void> {
-    await this.pending; // the spare is the previous buffer: it must be written before reuse
+  /**
+   * The fast path for a source that can read at positions (a local raw image): reads straight
+   * into the sink's own two staging buffers, so no buffer is allocated per chunk.
+   * `onChunk` sees every chunk before it is written (hashing, progress).
+   */
+  async fillFrom(
+    read: (buf: Buffer, offset: number, length: number) => Promise<number>,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<SinkResult> {
+    for (;;) {
+      signal?.throwIfAborted();
+      const n = await read(this.staging, this.fill, this.staging.length - this.fill);
+      if (n === 0) break;
+      onChunk(this.staging.subarray(this.fill, this.fill + n));
+      this.fill += n;
+      if (this.fill === this.staging.length) await this.dispatchStaging();
+    }
+    await this.finish();
+    return this.result;
+  }
+
+  /** Hands the staging buffer to the writer and swaps in the spare. */
+  private async dispatchStaging(): Promise<void> {
+    const buf = this.staging.subarray(0, this.fill);
+    // The spare is the buffer handed over last time: wait until it is written before reuse.
+    await this.pending;
     this.throwIfFailed();
-    const buf = this.staging;
-    const len = this.fill;
+    const full = this.staging;
+    this.staging = this.spare;
+    this.spare = full;
+    this.fill = 0;
+    await this.dispatch(buf);
+  }
+
+  /** Queues `buf` (the next bytes of the image) for writing once the previous one is done. */
+  private async dispatch(buf: Buffer): Promise<void> {
+    await this.pending;
+    this.throwIfFailed();
+    const len = buf.length;
     const base = this.base;
     if (len === 0) return;
     if (this.o.capacity !== null && base + len > this.o.capacity) {
@@ -136,10 +183,7 @@ export class SparseSink extends Writable {
           `it was still going at byte ${base + len}; nothing past the end was written`,
       );
     }
-    if (base === 0) this.o.inspectFirst?.(buf.subarray(0, len));
-    this.staging = this.spare;
-    this.spare = buf;
-    this.fill = 0;
+    if (base === 0) this.o.inspectFirst?.(buf);
     this.base += len;
     this.pending = this.process(buf, len, base).then(
       () => this.o.onBytes?.(base + len),
@@ -154,7 +198,7 @@ export class SparseSink extends Writable {
   }
 
   private async finish(): Promise<void> {
-    await this.dispatch();
+    await this.dispatchStaging();
     await this.pending;
     this.throwIfFailed();
     await this.flushZeroRun();

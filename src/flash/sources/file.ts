@@ -5,7 +5,9 @@ import { basename } from 'node:path';
 import { BtyError } from '../../core/errors.ts';
 import type { ImageSource } from './source.ts';
 
-const READ_CHUNK = 1 << 20;
+const READ_CHUNK = 4 << 20;
+
+export type PositionalRead = (buf: Buffer, offset: number, length: number) => Promise<number>;
 
 export class FileSource implements ImageSource {
   readonly kind = 'file';
@@ -56,6 +58,35 @@ export class FileSource implements ImageSource {
       const buf = Buffer.alloc(n);
       const { bytesRead } = await fh.read(buf, 0, n, 0);
       return buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Feeds the whole file to a sink that reads at positions into its own buffers. */
+  async readInto(
+    sink: {
+      fillFrom: (
+        read: PositionalRead,
+        onChunk: (c: Buffer) => void,
+        signal?: AbortSignal,
+      ) => Promise<unknown>;
+    },
+    signal: AbortSignal,
+    onChunk: (chunk: Buffer) => void,
+  ): Promise<void> {
+    const fh = await open(this.localPath, 'r');
+    let position = 0;
+    try {
+      await sink.fillFrom(
+        async (buf, offset, length) => {
+          const { bytesRead } = await fh.read(buf, offset, length, position);
+          position += bytesRead;
+          return bytesRead;
+        },
+        onChunk,
+        signal,
+      );
     } finally {
       await fh.close();
     }
