@@ -11,7 +11,10 @@ const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
 
 describe('package entry points', () => {
   it.each(Object.entries(pkg.exports))('%s loads (%s)', async (_name, target) => {
-    const mod = (await import(new URL(`../${target}`, import.meta.url).href)) as Record<string, unknown>;
+    const mod = (await import(new URL(`../${target}`, import.meta.url).href)) as Record<
+      string,
+      unknown
+    >;
     expect(Object.keys(mod).length).toBeGreaterThan(0);
   });
 

@@ -12,6 +12,7 @@ import { resolve as resolvePath } from 'node:path';
 import { urlToHttpOptions } from 'node:url';
 import { BtyError } from '../core/errors.ts';
 import { reprString } from '../core/python-repr.ts';
+import { firstIndexOf } from '../core/refs.ts';
 import { VERSION } from '../core/version.ts';
 import { parseCatalog, type Catalog } from './schema.ts';
 
@@ -307,13 +308,4 @@ function authorityOf(url: string): string {
   if (!rest.startsWith('//')) return '';
   const body = rest.slice(2);
   return body.slice(0, firstIndexOf(body, ['/', '?', '#']));
-}
-
-function firstIndexOf(text: string, needles: string[]): number {
-  let first = text.length;
-  for (const needle of needles) {
-    const i = text.indexOf(needle);
-    if (i >= 0 && i < first) first = i;
-  }
-  return first;
 }

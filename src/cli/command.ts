@@ -1,5 +1,6 @@
 /** The small contract every subcommand file follows. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { IMAGE_FORMATS } from '../core/formats.ts';
 import type { ExitCode } from '../core/errors.ts';
 import { reportError, type CliIO } from './output.ts';
 
@@ -22,4 +23,11 @@ export function action<A extends unknown[]>(
       setExit(reportError(io, err, json(args)));
     }
   };
+}
+
+/** `--format FMT`: overrides the format an image's name implies (flash, inspect). */
+export function formatOption(): Option {
+  return new Option('--format <fmt>', 'override the format the name implies').choices([
+    ...IMAGE_FORMATS,
+  ]);
 }

@@ -1,11 +1,10 @@
 /** `bty flash SOURCE TARGET`: write an image to a disk or a file, with a plan, progress and checks. */
 import { createInterface } from 'node:readline/promises';
-import { Option } from 'commander';
 import { BtyError, EXIT } from '../core/errors.ts';
 import type { FlashProgress } from '../core/progress.ts';
 import { flash, type FlashResult } from '../flash/engine.ts';
 import type { FlashPlan } from '../flash/plan.ts';
-import { action, type Register } from './command.ts';
+import { action, formatOption, type Register } from './command.ts';
 import { formatBytes, printJsonLine, type CliIO } from './output.ts';
 import { ProgressView } from './progress-view.ts';
 
@@ -91,16 +90,7 @@ export const registerFlash: Register = (program, io, setExit) => {
     .argument('<target>', 'whole-disk block device (see `bty disks`) or a regular file')
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
     .option('--sha256 <hex>', 'expected sha256 of the source bytes (checked on the wire)')
-    .addOption(
-      new Option('--format <fmt>', 'override the format the name implies').choices([
-        'img',
-        'img.gz',
-        'img.zst',
-        'img.xz',
-        'img.bz2',
-        'qcow2',
-      ]),
-    )
+    .addOption(formatOption())
     .option('--verify', 'read back what was written and compare')
     .option('--dry-run', 'resolve and validate everything, write nothing')
     .option('--json', 'JSON lines: progress events, then a result (or error) object')

@@ -1,8 +1,7 @@
 /** `bty inspect IMAGE`: format (name and content), sizes, architecture hint, published digest. */
-import { Option } from 'commander';
 import { EXIT } from '../core/errors.ts';
 import { inspectImage, type ImageInspection } from '../flash/inspect.ts';
-import { action, type Register } from './command.ts';
+import { action, formatOption, type Register } from './command.ts';
 import { formatBytes, printJson } from './output.ts';
 
 function describe(r: ImageInspection): string {
@@ -33,16 +32,7 @@ export const registerInspect: Register = (program, io, setExit) => {
     .command('inspect')
     .description('show what an image is: format, sizes, architecture, published sha256')
     .argument('<image>', 'local path, file://, http:// or https:// URL')
-    .addOption(
-      new Option('--format <fmt>', 'override the format the name implies').choices([
-        'img',
-        'img.gz',
-        'img.zst',
-        'img.xz',
-        'img.bz2',
-        'qcow2',
-      ]),
-    )
+    .addOption(formatOption())
     .option('--json', 'print JSON')
     .action(
       action(

@@ -177,7 +177,8 @@ function canonicalOrasSrc(src: string): string {
   }
 }
 
-function firstIndexOf(text: string, needles: string[]): number {
+/** Index of the first of `needles` in `text`, or `text.length` when none occurs. */
+export function firstIndexOf(text: string, needles: string[]): number {
   let first = text.length;
   for (const needle of needles) {
     const i = text.indexOf(needle);

@@ -5,25 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
-import type { CliIO } from '../../src/cli/output.ts';
+import { capture } from '../helpers/cli.ts';
 
 const SHA = 'ab'.repeat(32);
-
-function capture(): CliIO & { stdout: () => string; stderr: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    out: (text) => {
-      out += text;
-    },
-    err: (text) => {
-      err += text;
-    },
-    isTTY: false,
-    stdout: () => out,
-    stderr: () => err,
-  };
-}
 
 describe('bty catalog check', () => {
   let dir: string;

@@ -1,26 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
-import type { CliIO } from '../../src/cli/output.ts';
 import type { Disk } from '../../src/flash/disks.ts';
 import { createLoopDevice, describeIfRoot, type LoopDevice } from '../helpers/loop.ts';
+import { capture } from '../helpers/cli.ts';
 
 const MiB = 1024 * 1024;
-
-function capture(): CliIO & { stdout: () => string; stderr: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    out: (text) => {
-      out += text;
-    },
-    err: (text) => {
-      err += text;
-    },
-    isTTY: false,
-    stdout: () => out,
-    stderr: () => err,
-  };
-}
 
 describeIfRoot('bty disks', () => {
   let device: LoopDevice;

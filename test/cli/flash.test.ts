@@ -6,8 +6,7 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.ts';
-import type { CliIO } from '../../src/cli/output.ts';
+import { runBty as bty } from '../helpers/cli.ts';
 import {
   convertImage,
   flipByte,
@@ -24,32 +23,6 @@ import {
 } from '../helpers/loop.ts';
 
 const MiB = 1 << 20;
-
-interface Captured extends CliIO {
-  stdout: string;
-  stderr: string;
-}
-
-function capture(): Captured {
-  const io: Captured = {
-    stdout: '',
-    stderr: '',
-    isTTY: false,
-    out: (t) => {
-      io.stdout += t;
-    },
-    err: (t) => {
-      io.stderr += t;
-    },
-  };
-  return io;
-}
-
-async function bty(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const io = capture();
-  const code = await main(args, io);
-  return { code, stdout: io.stdout, stderr: io.stderr };
-}
 
 function jsonLines(text: string): Array<Record<string, unknown>> {
   return text
