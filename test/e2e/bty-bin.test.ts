@@ -128,3 +128,71 @@ describe('bin/bty and Ctrl-C', () => {
     expect(left).toBe('');
   });
 });
+
+describe('bin/bty over HTTPS', () => {
+  let tlsServer: FaultServer;
+  let caFile: string;
+
+  beforeAll(async () => {
+    const key = join(dir, 'tls.key');
+    caFile = join(dir, 'tls.crt');
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      caFile,
+    ]);
+    tlsServer = await startFaultServer({
+      tls: { key: await readFile(key, 'utf8'), cert: await readFile(caFile, 'utf8') },
+    });
+    tlsServer.serve('/disk.img.xz', { body: { file: xz.path } }, { cutEveryBytes: 2 * MiB });
+  });
+
+  afterAll(async () => {
+    await tlsServer?.close();
+  });
+
+  it('flashes from an https:// URL whose CA is trusted, resuming over TLS', async () => {
+    const target = join(dir, 'https.img');
+    const r = await run(
+      BTY,
+      ['flash', tlsServer.urlFor('/disk.img.xz'), target, '--yes', '--json'],
+      {
+        env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
+      },
+    );
+    const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+      ok: boolean;
+      resumes: number;
+    };
+    expect(result.ok).toBe(true);
+    expect(result.resumes).toBeGreaterThan(0);
+    expect(await sha256File(target)).toBe(raw.sha256);
+  });
+
+  it('refuses an untrusted certificate at once with a clear error', async () => {
+    const r = await run(BTY, [
+      'flash',
+      tlsServer.urlFor('/disk.img.xz'),
+      join(dir, 'x.img'),
+      '--yes',
+    ]).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/TLS certificate of 127\.0\.0\.1:\d+ is not trusted/);
+    expect(r.stderr).toMatch(/NODE_EXTRA_CA_CERTS/);
+  });
+});

@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface ServedObject {
@@ -125,7 +126,12 @@ const DEFAULT_LAST_MODIFIED = new Date('2024-01-15T08:30:00Z');
 const CHUNK_BYTES = 64 * 1024;
 const THROTTLE_TICK_MS = 50;
 
-export async function startFaultServer(): Promise<FaultServer> {
+export interface FaultServerOptions {
+  /** Serve HTTPS with this key and certificate (PEM) instead of plain HTTP. */
+  tls?: { key: string; cert: string };
+}
+
+export async function startFaultServer(options: FaultServerOptions = {}): Promise<FaultServer> {
   const paths = new Map<string, PathState>();
   const requests: RequestRecord[] = [];
   const sockets = new Set<Socket>();
@@ -140,7 +146,7 @@ export async function startFaultServer(): Promise<FaultServer> {
     return state;
   };
 
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     handleRequest(req, res, paths, requests, urlFor).catch((error: unknown) => {
       // A helper bug must show up in the test, not hang it: fail the response loudly.
       console.error('fault-server: request handler failed', error);
@@ -151,8 +157,12 @@ export async function startFaultServer(): Promise<FaultServer> {
         res.destroy();
       }
     });
-  });
-  server.on('connection', (socket) => {
+  };
+  const server = options.tls
+    ? https.createServer({ key: options.tls.key, cert: options.tls.cert }, handler)
+    : http.createServer(handler);
+  // TLS servers report the raw TCP socket on 'connection' too, so close() can still cut it.
+  server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
@@ -165,7 +175,7 @@ export async function startFaultServer(): Promise<FaultServer> {
     });
   });
   const { port } = server.address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   function urlFor(path: string): string {
     return url + normalizePath(path);
   }

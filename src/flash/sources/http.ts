@@ -247,8 +247,22 @@ export class HttpSource implements ImageSource {
         req.destroy(new RetryableError(`no answer for ${this.opts.idleTimeoutMs / 1000} s`));
       });
       req.on('error', (err) => {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
         if (signal.aborted && !(err instanceof RetryableError)) reject(err);
-        else reject(new RetryableError((err as NodeJS.ErrnoException).code ?? err.message));
+        else if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
+          // Retrying cannot fix an untrusted certificate: say so at once.
+          reject(
+            new BtyError(
+              'BTY_ERR_SOURCE_UNREACHABLE',
+              `the TLS certificate of ${parsed.host} is not trusted (${code}): ${err.message}`,
+              {
+                hint:
+                  'Install the CA that signed it (system store, or NODE_EXTRA_CA_CERTS=ca.pem), ' +
+                  'or use a correctly signed URL.',
+              },
+            ),
+          );
+        } else reject(new RetryableError(code || err.message));
       });
       req.end();
     });
