@@ -238,6 +238,8 @@ async function execute(
       path: plan.target.path,
       strategy: plan.target.zero_strategy,
       capacity: isBlock ? plan.target.size_bytes : null,
+      expectedLength: plan.image.virtual_size_bytes,
+      logicalBlockSize: prepared.targetInfo.disk?.logical_block_size ?? 512,
       hashWrittenData: plan.verify,
       onBytes: (bytes) => meter.update(bytes, sourceBytes),
       inspectFirst: (head) => {

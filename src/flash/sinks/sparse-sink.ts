@@ -5,8 +5,10 @@
  * Skipped ranges must still read back as zeros, and how that is guaranteed depends on the
  * target (the `ZeroStrategy`):
  * - `holes`: a regular file truncated to zero length before writing; skipped ranges are holes.
- * - `zeroout`: a block device whose queue offloads WRITE ZEROES; long runs are zeroed with
- *   `blkdiscard --zeroout` (BLKZEROOUT), short ones written.
+ * - `zeroout`: a block device whose queue offloads WRITE ZEROES: the range about to be written
+ *   is zeroed ahead of the data in one large `blkdiscard --zeroout` (BLKZEROOUT) call, then only
+ *   data blocks are written. One call per GiB rather than one per zero run: every call costs a
+ *   process and, on many devices, a flush (about 40 ms on a loop device over ext4).
  * - `write`: anything else; the zeros are written like data.
  *
  * Two staging buffers alternate so the next buffer fills (decompression) while the previous
@@ -30,8 +32,10 @@ export interface SparseSinkOptions {
   /** Zero-detection granularity; also the alignment of every skipped range. */
   blockSize?: number;
   stagingSize?: number;
-  /** Zero runs at least this long are offloaded with `zeroout`; shorter ones are written. */
-  zerooutMinBytes?: number;
+  /** Image length when known: the `zeroout` strategy zeroes exactly [0, length) up front. */
+  expectedLength?: number | null;
+  /** How far ahead of the data `zeroout` zeroes when the image length is unknown. */
+  zeroAheadBytes?: number;
   logicalBlockSize?: number;
   /** Hash the written data ranges in order, for read-back verification. */
   hashWrittenData?: boolean;
@@ -57,7 +61,6 @@ export interface SinkResult {
 }
 
 const ZERO_CHUNK = Buffer.alloc(4 << 20);
-const ZEROOUT_JOBS = 4;
 
 export class SparseSink extends Writable {
   private readonly o: Required<Omit<SparseSinkOptions, 'onBytes' | 'inspectFirst'>> &
@@ -68,8 +71,8 @@ export class SparseSink extends Writable {
   /** Image offset of staging[0]. */
   private base = 0;
   private pending: Promise<void> = Promise.resolve();
-  /** Zeroing jobs run beside the data writes (disjoint ranges); at most ZEROOUT_JOBS at once. */
-  private zeroJobs: Array<Promise<void>> = [];
+  /** With `zeroout`: [0, zeroedUpTo) is known to read as zeros (before data lands there). */
+  private zeroedUpTo = 0;
   private failure: Error | null = null;
   private zeroStart = -1;
   private zeroEnd = -1;
@@ -89,7 +92,8 @@ export class SparseSink extends Writable {
     this.o = {
       blockSize: 64 << 10,
       stagingSize,
-      zerooutMinBytes: 1 << 20,
+      expectedLength: null,
+      zeroAheadBytes: 1 << 30,
       logicalBlockSize: 512,
       hashWrittenData: false,
       ...options,
@@ -184,6 +188,7 @@ export class SparseSink extends Writable {
       );
     }
     if (base === 0) this.o.inspectFirst?.(buf);
+    if (this.o.strategy === 'zeroout') await this.zeroAhead(base + len);
     this.base += len;
     this.pending = this.process(buf, len, base).then(
       () => this.o.onBytes?.(base + len),
@@ -202,10 +207,6 @@ export class SparseSink extends Writable {
     await this.pending;
     this.throwIfFailed();
     await this.flushZeroRun();
-    const jobs = this.zeroJobs;
-    this.zeroJobs = [];
-    await Promise.all(jobs);
-    this.throwIfFailed();
     this.result.bytes = this.base;
     if (this.o.strategy === 'holes') {
       // A trailing zero run is a hole too: set the length without writing it.
@@ -291,34 +292,38 @@ export class SparseSink extends Writable {
   private async flushZeroRun(): Promise<void> {
     if (this.zeroStart < 0) return;
     const start = this.zeroStart;
-    const length = this.zeroEnd - this.zeroStart;
+    const end = this.zeroEnd;
     this.zeroStart = this.zeroEnd = -1;
-    if (this.o.strategy === 'holes') {
-      this.result.skipped += length;
-      return;
-    }
-    let rest = length;
-    let pos = start;
-    if (this.o.strategy === 'zeroout' && length >= this.o.zerooutMinBytes) {
-      const aligned = length - (length % this.o.logicalBlockSize);
-      // Spawning blkdiscard costs milliseconds: overlap it with the data writes.
-      if (this.zeroJobs.length >= ZEROOUT_JOBS) await this.zeroJobs.shift();
-      this.zeroJobs.push(
-        this.zeroout(pos, aligned).catch((err: unknown) => {
-          this.failure ??= err instanceof Error ? err : new Error(String(err));
-        }),
-      );
-      this.result.skipped += aligned;
-      pos += aligned;
-      rest -= aligned;
-    }
-    while (rest > 0) {
-      const n = Math.min(rest, ZERO_CHUNK.length);
+    // Holes in a fresh file, or a range zeroed ahead: nothing to write.
+    const covered =
+      this.o.strategy === 'holes' ? end : Math.max(start, Math.min(end, this.zeroedUpTo));
+    this.result.skipped += covered - start;
+    for (let pos = covered; pos < end;) {
+      const n = Math.min(end - pos, ZERO_CHUNK.length);
       await this.writeAt(ZERO_CHUNK, 0, n, pos);
       this.result.zerosWritten += n;
       pos += n;
-      rest -= n;
     }
+  }
+
+  /**
+   * Makes sure [0, end) reads as zeros before data is written there: the whole image at once
+   * when its length is known, else a GiB at a time. Never beyond the device; only whole logical
+   * blocks (an unaligned tail is written as zeros by flushZeroRun).
+   */
+  private async zeroAhead(end: number): Promise<void> {
+    if (end <= this.zeroedUpTo) return;
+    // An unaligned image end was zeroed short and data went past it (the image was longer than
+    // its header said): from here on zeros are written, never zeroed over written data.
+    if (this.zeroedUpTo < this.base) return;
+    const lbs = this.o.logicalBlockSize;
+    const known = this.o.expectedLength;
+    let limit = known !== null && known >= end ? known : end + this.o.zeroAheadBytes;
+    if (this.o.capacity !== null) limit = Math.min(limit, this.o.capacity);
+    limit -= limit % lbs;
+    if (limit <= this.zeroedUpTo) return;
+    await this.zeroout(this.zeroedUpTo, limit - this.zeroedUpTo);
+    this.zeroedUpTo = limit;
   }
 
   /** BLKZEROOUT through util-linux: the kernel offloads it (or writes zeros itself). */
