@@ -85,6 +85,7 @@ async function runSink(
       path,
       strategy,
       capacity: opts.capacity ?? null,
+      expectedLength: opts.expectedLength ?? null,
       stagingSize: 1 * MiB,
       hashWrittenData: true,
     });
@@ -131,6 +132,24 @@ describe('SparseSink', () => {
     await fh.close();
     expect(sha(back)).toBe(sha(image));
   });
+
+  it.runIf(isRoot())(
+    'zeroout: an image longer than its header said never has data zeroed over',
+    async () => {
+      await fillGarbage(loop!.path, 12 * MiB);
+      // An unaligned, too-small declared length: zeroing ahead must stop short of written data.
+      const r = await runSink(loop!.path, 'zeroout', {
+        capacity: 12 * MiB,
+        expectedLength: 3 * MiB + 100,
+      });
+      expect(r.bytes).toBe(image.length);
+      const fh = await open(loop!.path, 'r');
+      const back = Buffer.alloc(image.length);
+      await fh.read(back, 0, image.length, 0);
+      await fh.close();
+      expect(sha(back)).toBe(sha(image));
+    },
+  );
 
   it('stops before writing past the capacity', async () => {
     const path = join(dir, 'small.img');
