@@ -76,7 +76,7 @@ afterAll(async () => {
 async function runSink(
   path: string,
   strategy: ZeroStrategy,
-  opts: { capacity?: number | null } = {},
+  opts: { capacity?: number | null; expectedLength?: number | null } = {},
 ) {
   const fh = await open(path, strategy === 'holes' ? 'w' : 'r+');
   try {
