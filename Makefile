@@ -10,8 +10,8 @@ endif
 export PATH := $(NODE_BIN):$(PATH)
 
 RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux fdisk parted udev
-TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools
-BENCH_DEBS := $(TEST_DEBS) bmap-tools time
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time
+BENCH_DEBS := $(TEST_DEBS)
 SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
 
 .PHONY: help run demo build test lint typecheck bench deps-runtime deps-test deps-bench clean

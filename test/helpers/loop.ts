@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { access, mkdtemp, open, readFile, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe } from 'vitest';
 
@@ -44,7 +44,7 @@ export function describeIfRoot(name: string, body: () => void): void {
 }
 
 export async function createLoopDevice(options: LoopDeviceOptions): Promise<LoopDevice> {
-  const dir = await mkdtemp(join(options.backingDir ?? tmpdir(), 'bty-loop-'));
+  const dir = await mkdtemp(join(resolve(options.backingDir ?? tmpdir()), 'bty-loop-'));
   const backingFile = join(dir, 'disk.img');
   const file = await open(backingFile, 'w');
   try {
