@@ -53,6 +53,8 @@ export interface BenchReport {
   randomFraction: number;
   seed: number;
   runs: number;
+  /** True when the source was left cold too (--cold); else it was read once before each run. */
+  coldSource: boolean;
   sourceBytes: Record<BenchFormat, number>;
   notes: string[];
   configs: ConfigResult[];
@@ -198,7 +200,10 @@ export function renderMarkdown(report: BenchReport): string {
       `${Math.round(report.randomFraction * 100)} % random data in runs and the rest zeros ` +
       `(seed ${report.seed}); .img.gz ${source('gz')} (gzip -6), .img.zst ${source('zst')} ` +
       `(zstd -3). Median of ${report.runs} runs, contenders interleaved, page cache dropped ` +
-      'before every run. peer/ours above 1 means bty is faster.',
+      (report.coldSource
+        ? 'before every run, source left cold. '
+        : 'before every run, then the source read once (warm source, cold target). ') +
+      'peer/ours above 1 means bty is faster.',
     '',
   ];
   for (const config of report.configs) {

@@ -49,6 +49,8 @@ const USAGE = `usage: node bench/flash/run.ts [options]   (or: make bench BENCH_
   --work DIR       work folder, not on tmpfs (default: .bench/flash in the repository)
   --keep           also keep the target file (the cached images are always kept for re-runs;
                    remove them with 'make clean')
+  --cold           drop the page cache before every run and leave the source cold too (default:
+                   the source is read once after the drop, so the disk holding it is not timed)
   --json FILE      write the results as JSON
   --update-docs    rewrite the generated figures section of docs/performance.md`;
 
@@ -58,6 +60,7 @@ interface Options {
   formats: BenchFormat[];
   work: string;
   keep: boolean;
+  cold: boolean;
   json: string | null;
   updateDocs: boolean;
 }
@@ -85,6 +88,7 @@ function parseOptions(argv: string[]): Options | null {
       only: { type: 'string' },
       work: { type: 'string', default: join(REPO, '.bench', 'flash') },
       keep: { type: 'boolean', default: false },
+      cold: { type: 'boolean', default: false },
       json: { type: 'string' },
       'update-docs': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -104,6 +108,7 @@ function parseOptions(argv: string[]): Options | null {
     formats: only === undefined ? ['raw', 'gz', 'zst'] : [only],
     work: resolve(values.work),
     keep: values.keep,
+    cold: values.cold,
     json: values.json ?? null,
     updateDocs: values['update-docs'],
   };
@@ -309,12 +314,22 @@ function targetPath(setup: Setup, target: BenchTarget): string {
   return target === 'file' ? join(setup.options.work, 'target.img') : (setup.loop?.path ?? '');
 }
 
-/** Every contender starts from the same empty target with a cold page cache. */
-async function resetTarget(setup: Setup, target: BenchTarget): Promise<void> {
+/**
+ * Every contender starts from the same empty target with a cold page cache, then (unless
+ * --cold) with the source read once: the image arrives as fast as the machine can deliver it,
+ * so what is timed is the flash tool, not the disk the image happens to sit on.
+ */
+async function resetTarget(
+  setup: Setup,
+  target: BenchTarget,
+  source: string | null,
+): Promise<void> {
   if (target === 'file') await rm(targetPath(setup, 'file'), { force: true });
   // Discarding punches the loop's backing file back to holes: nobody inherits allocated blocks.
   else await run('blkdiscard', [targetPath(setup, 'loop')]);
   await dropCaches(setup.notes);
+  if (source !== null && !setup.options.cold)
+    await run('bash', ['-c', 'cat "$1" > /dev/null', '-', source]);
 }
 
 async function targetMatches(setup: Setup, target: BenchTarget): Promise<boolean> {
@@ -343,7 +358,7 @@ async function measureConfig(
     // Interleaved (ours, peer, bmaptool, ours, ...) so machine noise spreads over everyone.
     for (const c of contenders) {
       if (c.failure !== null) continue;
-      await resetTarget(setup, target);
+      await resetTarget(setup, target, images.source[format]);
       log(`${format} -> ${target}: run ${i + 1}/${options.runs} of ${c.name}`);
       try {
         const t = await timed(commandFor(c.name, format, images, dest), timeFile);
@@ -379,7 +394,7 @@ async function checkStaleData(
 ): Promise<void> {
   for (const c of contenders) {
     if (c.name === 'dd' || c.failure !== null) continue;
-    await resetTarget(setup, 'loop');
+    await resetTarget(setup, 'loop', null);
     await poisonStripes(targetPath(setup, 'loop'), setup.options.sizeBytes);
     await dropCaches(setup.notes);
     log(`${format} -> loop: stale-data check of ${c.name}`);
@@ -454,6 +469,7 @@ async function benchmark(options: Options): Promise<number> {
     randomFraction: RANDOM_FRACTION,
     seed: SEED,
     runs: options.runs,
+    coldSource: options.cold,
     sourceBytes: images.sourceBytes,
     notes,
     configs,

@@ -184,7 +184,10 @@ export async function virtualSize(
     case 'qcow2':
       return be64(head, 24); // qcow2 header: virtual size, big-endian, at byte 24
     case 'img.zst':
-      return (local ? await zstdListedSize(local) : null) ?? zstdFrameContentSize(head);
+      // The frame header, not `zstd -l`: listing walks the whole file, which costs a full read
+      // of the image before the flash even starts. A multi-frame file (pzstd) under-reports
+      // here; the write then simply continues past the estimate.
+      return zstdFrameContentSize(head);
     case 'img.xz':
       return local ? xzListedSize(local) : null;
     case 'img.gz':
@@ -254,6 +257,11 @@ export async function inspectImage(
     result.format_from = from;
     assertContentMatches(format, head, source.display);
     result.virtual_size_bytes = await virtualSize(source, format, head);
+    if (format === 'img.zst' && source.localPath) {
+      // Inspecting may take its time: the listing sums every frame.
+      result.virtual_size_bytes =
+        (await zstdListedSize(source.localPath)) ?? result.virtual_size_bytes;
+    }
     if (format === 'qcow2' && source.localPath) {
       result.qemu_img_info = await qemuImgInfo(source.localPath);
       const vs = result.qemu_img_info['virtual-size'];
