@@ -58,6 +58,10 @@ export const registerCatalog: Register = (program, io, setExit) => {
 export function catalogWarnings(catalog: Catalog): CatalogWarning[] {
   const warnings: CatalogWarning[] = [];
   for (const entry of catalog.entries) {
+    if (entry.format === null && /^oras:\/\//i.test(entry.src)) {
+      // An OCI layer usually names its file: the format is known once the reference resolves.
+      continue;
+    }
     if (entry.format === null) {
       warnings.push({
         name: entry.name,

@@ -26,7 +26,10 @@ sha256 = "${SHA}"
 size_bytes = 1048576
 [[images]]
 name = "mystery.bin"
-src = "oras://ghcr.io/o/mystery:1"
+src = "https://example.com/mystery.bin"
+[[images]]
+name = "from-a-registry"
+src = "oras://ghcr.io/o/disk:1"
 `,
     );
     await writeFile(join(dir, 'empty.toml'), 'version = 1\n');
@@ -51,8 +54,11 @@ src = "oras://ghcr.io/o/mystery:1"
     expect(lines[1]).toMatch(
       /^debian-x86_64\.img\.zst\s+img\.zst\s+1\.0 MiB\s+x86_64\s+abababababab\s+[0-9a-f]{12}\s+https:\/\/example\.com\/debian-x86_64\.img\.zst$/,
     );
-    expect(lines[2]).toMatch(/^mystery\.bin\s+-\s+-\s+-\s+-\s+[0-9a-f]{12}\s+oras:\/\//);
-    expect(io.stdout()).toContain(`catalog OK: 2 image(s) from ${path}\n`);
+    expect(lines[2]).toMatch(/^mystery\.bin\s+-\s+-\s+-\s+-\s+[0-9a-f]{12}\s+https:\/\//);
+    // An oras:// entry learns its format from the layer title: no warning for it.
+    expect(lines[3]).toMatch(/^from-a-registry\s+-/);
+    expect(io.stderr()).not.toContain('from-a-registry');
+    expect(io.stdout()).toContain(`catalog OK: 3 image(s) from ${path}\n`);
     expect(io.stderr()).toContain("bty: warning: catalog entry 'mystery.bin': format unknown");
   });
 
@@ -70,7 +76,11 @@ src = "oras://ghcr.io/o/mystery:1"
     expect(doc.ok).toBe(true);
     expect(doc.source).toBe(path);
     expect(doc.version).toBe(1);
-    expect(doc.entries.map((e) => e.name)).toEqual(['debian-x86_64.img.zst', 'mystery.bin']);
+    expect(doc.entries.map((e) => e.name)).toEqual([
+      'debian-x86_64.img.zst',
+      'mystery.bin',
+      'from-a-registry',
+    ]);
     expect(doc.entries[0]?.sha256).toBe(SHA);
     expect(doc.entries[0]?.ref).toMatch(/^[0-9a-f]{64}$/);
     expect(doc.warnings.map((w) => w.name)).toEqual(['mystery.bin']);
