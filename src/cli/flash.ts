@@ -70,13 +70,24 @@ function describeResult(r: FlashResult): string {
   return lines.join('\n') + '\n';
 }
 
-async function askConfirmation(io: CliIO, plan: FlashPlan): Promise<boolean> {
+async function askConfirmation(
+  io: CliIO,
+  plan: FlashPlan,
+  controller: AbortController,
+): Promise<boolean> {
   io.err(`bty: flash plan\n${describePlan(plan)}`);
   const what = plan.target.kind === 'block' ? `ALL DATA on ${plan.target.path}` : plan.target.path;
   const rl = createInterface({ input: process.stdin, output: process.stderr });
+  // readline takes Ctrl-C for itself while it owns the terminal: treat it as a cancel.
+  rl.on('SIGINT', () => controller.abort());
   try {
-    const answer = await rl.question(`bty: this overwrites ${what}. Continue? [y/N] `);
+    const answer = await rl.question(`bty: this overwrites ${what}. Continue? [y/N] `, {
+      signal: controller.signal,
+    });
     return /^(y|yes)$/i.test(answer.trim());
+  } catch (err) {
+    if (controller.signal.aborted) return false;
+    throw err;
   } finally {
     rl.close();
   }
@@ -140,7 +151,7 @@ export const registerFlash: Register = (program, io, setExit) => {
                           'no terminal to confirm on and --yes not given; nothing was written',
                         );
                       }
-                      return askConfirmation(io, plan);
+                      return askConfirmation(io, plan, controller);
                     },
                   }),
             });

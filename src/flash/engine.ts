@@ -92,52 +92,43 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
   const started = performance.now();
   const signal = request.signal ?? new AbortController().signal;
   const onProgress = request.onProgress;
-  let resumes = 0;
-  mark(onProgress, 'resolve');
-  const prepared = await prepareFlash({
-    ...request,
-    http: {
-      ...request.http,
-      onResume: (offset, reason) => {
-        resumes++;
-        request.http?.onResume?.(offset, reason);
-      },
-    },
-  });
-  const { plan } = prepared;
-  assertPlanAllowed(plan);
-  const base: Omit<FlashResult, 'seconds'> = {
-    ok: true,
-    dry_run: Boolean(request.dryRun),
-    plan,
-    image_bytes: plan.image.virtual_size_bytes ?? 0,
-    bytes_written: 0,
-    bytes_skipped: 0,
-    source_bytes: 0,
-    sha256: plan.image.sha256,
-    sha256_verified: false,
-    verified: false,
-    resumes: 0,
-    notes: [...plan.notes],
-  };
-  if (request.dryRun) {
-    return { ...base, seconds: (performance.now() - started) / 1000 };
-  }
-  if (request.confirm && !(await request.confirm(plan))) {
-    throw new BtyError(
-      'BTY_ERR_NOT_CONFIRMED',
-      'flash declined at the confirmation prompt; nothing was written',
-      {
-        hint: 'Nothing was written. Run the command again and answer y to flash.',
-      },
-    );
-  }
-  signal.throwIfAborted();
   let writing = false;
+  let resumes = 0;
   try {
+    mark(onProgress, 'resolve');
+    const prepared = await prepareFlash({ ...request, signal });
+    const { plan, source } = prepared;
+    assertPlanAllowed(plan);
+    const base: Omit<FlashResult, 'seconds'> = {
+      ok: true,
+      dry_run: Boolean(request.dryRun),
+      plan,
+      image_bytes: plan.image.virtual_size_bytes ?? 0,
+      bytes_written: 0,
+      bytes_skipped: 0,
+      source_bytes: 0,
+      sha256: plan.image.sha256,
+      sha256_verified: false,
+      verified: false,
+      resumes: 0,
+      notes: [...plan.notes],
+    };
+    if (request.dryRun) {
+      return { ...base, seconds: (performance.now() - started) / 1000 };
+    }
+    if (request.confirm && !(await request.confirm(plan))) {
+      signal.throwIfAborted();
+      throw new BtyError(
+        'BTY_ERR_NOT_CONFIRMED',
+        'flash declined at the confirmation prompt; nothing was written',
+        { hint: 'Nothing was written. Run the command again and answer y to flash.' },
+      );
+    }
+    signal.throwIfAborted();
     const outcome = await execute(prepared, request, signal, () => {
       writing = true;
     });
+    resumes = source.resumes;
     return {
       ...base,
       ...outcome,
@@ -146,10 +137,28 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
       notes: [...base.notes, ...outcome.notes],
     };
   } catch (err) {
-    const failure = signal.aborted ? cancelled(writing) : asBtyError(err);
+    const failure = signal.aborted ? cancelled(writing) : asFlashError(err, writing);
     mark(onProgress, 'failed', { message: failure.message, resumes });
     throw failure;
   }
+}
+
+/**
+ * Gives a stray system error (EIO from a pulled USB stick, ENOSPC in a staging folder) the
+ * operator's words instead of "internal error".
+ */
+function asFlashError(err: unknown, writing: boolean): BtyError {
+  if (err instanceof BtyError) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+    const partial = writing ? '; the target holds partial data and must be flashed again' : '';
+    return new BtyError(
+      code === 'ENOSPC' ? 'BTY_ERR_NO_SPACE' : 'BTY_ERR_WRITE',
+      `${(err as Error).message}${partial}`,
+      { cause: err },
+    );
+  }
+  return asBtyError(err);
 }
 
 interface Outcome {
@@ -239,6 +248,7 @@ async function execute(
       strategy: plan.target.zero_strategy,
       capacity: isBlock ? plan.target.size_bytes : null,
       expectedLength: plan.image.virtual_size_bytes,
+      signal,
       logicalBlockSize: prepared.targetInfo.disk?.logical_block_size ?? 512,
       hashWrittenData: plan.verify,
       onBytes: (bytes) => meter.update(bytes, sourceBytes),
@@ -246,7 +256,7 @@ async function execute(
         if (looksLikeTar(head)) {
           throw new BtyError(
             'BTY_ERR_TARBALL',
-            `${plan.image.source} holds a tar archive, not a disk image; nothing was written. ` +
+            `${plan.image.source} holds a tar archive, not a disk image; refusing to write it. ` +
               'Extract it first and flash the image inside.',
           );
         }
@@ -423,8 +433,11 @@ async function executeQcow2(
       meter.update(virtual, 0, true);
       mark(onProgress, 'sync', { bytes_done: virtual, bytes_total: virtual });
       const fh = guard ?? (await open(plan.target.path, 'r+'));
-      await fh.sync();
-      if (!guard) await fh.close();
+      try {
+        await fh.sync();
+      } finally {
+        if (!guard) await fh.close();
+      }
     } finally {
       await guard?.close();
     }
@@ -433,7 +446,7 @@ async function executeQcow2(
     if (plan.verify) {
       const vmeter = new PhaseMeter('verify', (e) => onProgress?.(e), { bytesTotal: virtual });
       await dropCache(plan.target.path, isBlock);
-      await compareQcow2(imagePath, plan.target.path, virtual, {
+      await compareQcow2(imagePath, plan.target.path, isBlock, virtual, {
         signal,
         onFraction: (f) => vmeter.update(Math.round(f * virtual)),
       });

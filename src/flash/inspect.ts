@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { open } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { BtyError } from '../core/errors.ts';
 import {
@@ -25,8 +26,8 @@ import { openImageSource, type ImageSource, type OpenSourceOptions } from './sou
 const run = promisify(execFile);
 const PROBE_TIMEOUT_MS = 60_000;
 
-/** Enough leading bytes for every magic and a zstd frame header or the qcow2 size field. */
-export const HEAD_BYTES = 64;
+/** Enough leading bytes for every magic, a zstd frame header and the qcow2 v3 header. */
+export const HEAD_BYTES = 128;
 
 export type FormatOrigin = 'option' | 'name' | 'hint';
 
@@ -63,8 +64,32 @@ export function resolveFormat(
   throw new BtyError('BTY_ERR_FORMAT_UNKNOWN', unknownFormatMessage(display));
 }
 
+/**
+ * A qcow2 may name other data: a backing file (read wherever it points, a host disk included)
+ * or an external data file. `qemu-img convert` would follow either and copy bytes from outside
+ * the image onto the target, so an image must be self-contained.
+ */
+export function qcow2ExternalReference(head: Buffer): string | null {
+  if (head.length < 16) return null;
+  if (head.readBigUInt64BE(8) !== 0n) return 'it names a backing file';
+  const version = head.readUInt32BE(4);
+  // Version 3 header: incompatible_features at byte 72; bit 2 = external data file.
+  if (version >= 3 && head.length >= 80 && (head.readBigUInt64BE(72) & 4n) !== 0n) {
+    return 'it stores its data in an external data file';
+  }
+  return null;
+}
+
 /** Refuses content that contradicts the format: a mis-named file must never be written raw. */
 export function assertContentMatches(format: ImageFormat, head: Buffer, display: string): void {
+  const external = format === 'qcow2' ? qcow2ExternalReference(head) : null;
+  if (external) {
+    throw new BtyError(
+      'BTY_ERR_BAD_INPUT',
+      `${display} is not a self-contained qcow2 image: ${external}, which could copy data from outside the image onto the disk`,
+      { hint: 'Flatten it first: qemu-img convert -O qcow2 image.qcow2 flat.qcow2' },
+    );
+  }
   const why = magicMismatch(format, head);
   if (why) {
     throw new BtyError('BTY_ERR_FORMAT_MISMATCH', `${display}: ${why}`, {
@@ -118,7 +143,7 @@ export function gzipSizeIfUnambiguous(isize: number, compressedSize: number): nu
 
 async function qemuImgInfo(path: string): Promise<Record<string, unknown>> {
   try {
-    const { stdout } = await run('qemu-img', ['info', '--output=json', path], {
+    const { stdout } = await run('qemu-img', ['info', '--output=json', resolve(path)], {
       timeout: PROBE_TIMEOUT_MS,
       maxBuffer: 4 << 20,
     });
@@ -137,7 +162,7 @@ async function qemuImgInfo(path: string): Promise<Record<string, unknown>> {
 /** Exact decompressed size from `zstd -lv` ("Decompressed Size: … (N B)"), summing all frames. */
 async function zstdListedSize(path: string): Promise<number | null> {
   try {
-    const { stdout } = await run('zstd', ['-lv', '--no-progress', path], {
+    const { stdout } = await run('zstd', ['-lv', '--no-progress', resolve(path)], {
       timeout: PROBE_TIMEOUT_MS,
     });
     const m = /Decompressed Size:.*\((\d+) B\)/.exec(stdout);
@@ -150,7 +175,9 @@ async function zstdListedSize(path: string): Promise<number | null> {
 /** Exact uncompressed size from the xz index (`xz --robot --list`, the `totals` line). */
 async function xzListedSize(path: string): Promise<number | null> {
   try {
-    const { stdout } = await run('xz', ['--robot', '--list', path], { timeout: PROBE_TIMEOUT_MS });
+    const { stdout } = await run('xz', ['--robot', '--list', resolve(path)], {
+      timeout: PROBE_TIMEOUT_MS,
+    });
     const totals = stdout.split('\n').find((l) => l.startsWith('totals\t'));
     const cell = totals?.split('\t')[4];
     return cell && /^\d+$/.test(cell) ? Number(cell) : null;

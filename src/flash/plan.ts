@@ -3,9 +3,9 @@
  * its content, sizes, expected digest) and the target (kind, size, identity, refusals). The same
  * plan drives the confirmation prompt, `--dry-run`, `--json` and the safety re-check.
  */
-import { stat, statfs } from 'node:fs/promises';
+import { readFile, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { BtyError, type ErrorCode } from '../core/errors.ts';
 import { detectArch, sniffMagic, type ImageFormat, type SniffedKind } from '../core/formats.ts';
 import {
@@ -38,8 +38,13 @@ export interface PlanRequest {
   sha256?: string | null;
   verify?: boolean;
   http?: OpenSourceOptions['http'];
-  /** Where a qcow2 fetched from a URL is staged (default: BTY_TMPDIR, else the system temp). */
+  /**
+   * Where a qcow2 fetched from a URL is staged (default: BTY_TMPDIR, else the target file's
+   * folder, else the system temp folder).
+   */
   tmpDir?: string;
+  /** Cancels the resolve step (probing a slow server). */
+  signal?: AbortSignal;
 }
 
 export interface Refusal {
@@ -96,7 +101,11 @@ export interface PreparedFlash {
 export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash> {
   const expected = request.sha256 ? normaliseSha256(request.sha256) : null;
   const source = await openImageSource(request.source, {
-    http: { ...request.http, digestKnown: expected !== null || request.http?.digestKnown === true },
+    http: {
+      ...request.http,
+      digestKnown: expected !== null || request.http?.digestKnown === true,
+      ...(request.signal ? { signal: request.signal } : {}),
+    },
   });
   const { format, from } = resolveFormat(
     source.name,
@@ -137,24 +146,30 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
         '(the write stops at the end of the target if the image does not fit)',
     );
   }
-  if (targetInfo.kind === 'file' && source instanceof FileSource) {
-    const st = await stat(request.target).catch(() => null);
-    if (st && st.dev === source.identity.dev && st.ino === source.identity.ino) {
-      refusals.push({
-        code: 'BTY_ERR_BAD_INPUT',
-        message: `the target ${request.target} is the image file itself`,
-      });
-    }
+  if (source instanceof FileSource && (await targetHoldsFile(request.target, targetInfo, source))) {
+    refusals.push({
+      code: 'BTY_ERR_BAD_INPUT',
+      message:
+        targetInfo.kind === 'block'
+          ? `the image file ${source.display} is the backing file of ${request.target}: writing would destroy the image while reading it`
+          : `the target ${request.target} is the image file itself`,
+    });
   }
 
   let stagingDir: string | null = null;
   if (format === 'qcow2' && !source.localPath) {
-    stagingDir =
-      targetInfo.kind === 'block'
-        ? (request.tmpDir ?? (process.env.BTY_TMPDIR || tmpdir()))
-        : (request.tmpDir ?? dirname(request.target));
+    stagingDir = resolve(
+      request.tmpDir ??
+        (process.env.BTY_TMPDIR ||
+          (targetInfo.kind === 'block' ? tmpdir() : dirname(request.target))),
+    );
     const refusal = await checkStagingSpace(stagingDir, source.size);
     if (refusal) refusals.push(refusal);
+    if (source.size === null) {
+      notes.push(
+        `the qcow2 download has no declared size, so the free space in ${stagingDir} could not be checked`,
+      );
+    }
   }
 
   const zeroStrategy: ZeroStrategy =
@@ -190,6 +205,22 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
     refusals,
   };
   return { plan, source, targetInfo };
+}
+
+/** True when writing the target would overwrite the image file (directly or via a loop device). */
+async function targetHoldsFile(
+  target: string,
+  info: TargetInfo,
+  source: FileSource,
+): Promise<boolean> {
+  const same = (st: { dev: number; ino: number } | null) =>
+    st !== null && st.dev === source.identity.dev && st.ino === source.identity.ino;
+  if (info.kind === 'file') return same(await stat(target).catch(() => null));
+  if (info.kind !== 'block' || info.disk?.type !== 'loop') return false;
+  const backing = await readFile(`/sys/block/${info.disk.name}/loop/backing_file`, 'utf8').catch(
+    () => null,
+  );
+  return backing !== null && same(await stat(backing.trim()).catch(() => null));
 }
 
 async function checkStagingSpace(dir: string, size: number | null): Promise<Refusal | null> {

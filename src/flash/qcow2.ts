@@ -5,6 +5,7 @@
  * image. Its `-p` output ("(12.34/100%)") feeds the progress model.
  */
 import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
 import { BtyError } from '../core/errors.ts';
 
 export interface QemuRunOptions {
@@ -63,7 +64,8 @@ export async function convertQcow2(
   // -n: the device exists and must not be re-created; for a file, qemu-img makes a sparse one.
   const args = ['convert', '-p', '-f', 'qcow2', '-O', 'raw'];
   if (targetIsBlockDevice) args.push('-n');
-  args.push(image, target);
+  // Absolute paths: qemu reads "name:rest" as a protocol and "-x" as an option.
+  args.push(resolve(image), resolve(target));
   try {
     await runQemuImg(args, `converting ${image} onto ${target}`, options);
   } catch (err) {
@@ -79,17 +81,18 @@ export async function convertQcow2(
 export async function compareQcow2(
   image: string,
   target: string,
+  targetIsBlockDevice: boolean,
   virtualSize: number,
   options: QemuRunOptions = {},
 ): Promise<void> {
   const view = JSON.stringify({
     driver: 'raw',
     size: virtualSize,
-    file: { driver: target.startsWith('/dev/') ? 'host_device' : 'file', filename: target },
+    file: { driver: targetIsBlockDevice ? 'host_device' : 'file', filename: resolve(target) },
   });
   try {
     await runQemuImg(
-      ['compare', '-p', '-f', 'qcow2', image, `json:${view}`],
+      ['compare', '-p', '-f', 'qcow2', resolve(image), `json:${view}`],
       `comparing ${target} with ${image}`,
       options,
     );

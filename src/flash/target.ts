@@ -64,6 +64,15 @@ export async function probeTarget(path: string): Promise<TargetInfo> {
     };
   }
 
+  if (st.isFile() && isUnderDev(path)) {
+    return {
+      ...base(path, 'other', true),
+      refusals: [
+        { code: 'BTY_ERR_TARGET_NOT_FOUND', message: devTypoMessage(path, 'is a regular file') },
+      ],
+    };
+  }
+
   if (st.isFile()) {
     return {
       ...base(path, 'file', true),
@@ -83,6 +92,14 @@ export async function probeTarget(path: string): Promise<TargetInfo> {
   };
 }
 
+function isUnderDev(path: string): boolean {
+  return resolve(path).startsWith('/dev/');
+}
+
+function devTypoMessage(path: string, what: string): string {
+  return `${path} ${what}: there is no such disk (a mistyped device name?); bty writes regular files only outside /dev`;
+}
+
 function base(path: string, kind: TargetInfo['kind'], exists: boolean): TargetInfo {
   return { path, kind, exists, size_bytes: null, disk: null, refusals: [] };
 }
@@ -97,6 +114,15 @@ async function probeMissing(path: string, err: unknown): Promise<TargetInfo> {
           code: 'BTY_ERR_TARGET_UNSUPPORTED',
           message: `${path} cannot be examined: ${(err as Error).message}`,
         },
+      ],
+    };
+  }
+  // A mistyped device name must not quietly become a file on /dev (a RAM-backed devtmpfs).
+  if (isUnderDev(path)) {
+    return {
+      ...base(path, 'missing', false),
+      refusals: [
+        { code: 'BTY_ERR_TARGET_NOT_FOUND', message: devTypoMessage(path, 'does not exist') },
       ],
     };
   }

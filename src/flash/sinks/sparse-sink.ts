@@ -34,8 +34,10 @@ export interface SparseSinkOptions {
   stagingSize?: number;
   /** Image length when known: the `zeroout` strategy zeroes exactly [0, length) up front. */
   expectedLength?: number | null;
-  /** How far ahead of the data `zeroout` zeroes when the image length is unknown. */
+  /** How far ahead of the data one `zeroout` call reaches (bounded so a cancel is prompt). */
   zeroAheadBytes?: number;
+  /** Cancels a running zeroing call. */
+  signal?: AbortSignal;
   logicalBlockSize?: number;
   /** Hash the written data ranges in order, for read-back verification. */
   hashWrittenData?: boolean;
@@ -90,6 +92,7 @@ export class SparseSink extends Writable {
     const stagingSize = options.stagingSize ?? 4 << 20;
     super({ highWaterMark: stagingSize });
     this.o = {
+      signal: new AbortController().signal,
       blockSize: 64 << 10,
       stagingSize,
       expectedLength: null,
@@ -318,7 +321,8 @@ export class SparseSink extends Writable {
     if (this.zeroedUpTo < this.base) return;
     const lbs = this.o.logicalBlockSize;
     const known = this.o.expectedLength;
-    let limit = known !== null && known >= end ? known : end + this.o.zeroAheadBytes;
+    let limit = Math.max(end, this.zeroedUpTo + this.o.zeroAheadBytes);
+    if (known !== null && known >= end) limit = Math.min(limit, known);
     if (this.o.capacity !== null) limit = Math.min(limit, this.o.capacity);
     limit -= limit % lbs;
     if (limit <= this.zeroedUpTo) return;
@@ -332,6 +336,7 @@ export class SparseSink extends Writable {
       const args = ['--zeroout', '--force', '--offset', String(offset), '--length', String(length)];
       const child = spawn('blkdiscard', [...args, this.o.path], {
         stdio: ['ignore', 'ignore', 'pipe'],
+        signal: this.o.signal,
       });
       let stderr = '';
       child.stderr.setEncoding('utf8');
@@ -343,7 +348,7 @@ export class SparseSink extends Writable {
                 'BTY_ERR_TOOL_MISSING',
                 'blkdiscard is not installed (Debian package util-linux)',
               )
-            : err,
+            : new BtyError('BTY_ERR_WRITE', `zeroing ${this.o.path} failed: ${err.message}`),
         ),
       );
       child.on('close', (code) => {

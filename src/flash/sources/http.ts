@@ -31,6 +31,8 @@ export interface HttpSourceOptions {
   digestKnown?: boolean;
   /** Called after each resume with the offset it continued from. */
   onResume?: (offset: number, reason: string) => void;
+  /** Cancels the metadata requests (probe, head); the stream takes its own signal. */
+  signal?: AbortSignal;
 }
 
 const MAX_REDIRECTS = 10;
@@ -73,21 +75,53 @@ function parseLength(v: string | null): number | null {
 
 class RetryableError extends Error {}
 
+const SECRET_PARAM = /sig|signature|token|key|credential|auth|password|secret/i;
+
+/**
+ * The URL as it may be shown and logged: no user:password, and the values of query parameters
+ * that look like signatures or tokens (pre-signed CDN URLs) replaced.
+ */
+export function redactUrl(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*@)?([^?#]*)(\?[^#]*)?(#.*)?$/i.exec(url);
+  if (!m) return url;
+  const query = m[4]
+    ? '?' +
+      m[4]
+        .slice(1)
+        .split('&')
+        .map((kv) => {
+          const eq = kv.indexOf('=');
+          return eq > 0 && SECRET_PARAM.test(kv.slice(0, eq))
+            ? `${kv.slice(0, eq)}=<redacted>`
+            : kv;
+        })
+        .join('&')
+    : '';
+  return `${m[1]}${m[3]}${query}${m[5] ?? ''}`;
+}
+
 export class HttpSource implements ImageSource {
   readonly kind = 'http';
   readonly localPath = null;
   readonly display: string;
   readonly name: string;
   private readonly url: string;
-  private readonly opts: Required<Omit<HttpSourceOptions, 'onResume' | 'headers'>> &
-    Pick<HttpSourceOptions, 'onResume' | 'headers'>;
+  private readonly opts: Required<Omit<HttpSourceOptions, 'onResume' | 'headers' | 'signal'>> &
+    Pick<HttpSourceOptions, 'onResume' | 'headers'> & { signal: AbortSignal };
+  /**
+   * Where requests go: the URL the last redirect chain ended at. Sticking to it keeps a mirror
+   * redirector from sending the probe and the download (or a resume) to different mirrors;
+   * an expired signed URL sends us back to the original.
+   */
+  private currentUrl: string;
   private _size: number | null = null;
   private validators: Validators = { etag: null, lastModified: null };
   private _resumes = 0;
 
   private constructor(url: string, options: HttpSourceOptions) {
     this.url = url;
-    this.display = url;
+    this.currentUrl = url;
+    this.display = redactUrl(url);
     const path = url.replace(/^[a-z]+:\/\/[^/]*/i, '').replace(/[?#].*$/, '');
     this.name = basenameOf(path) || 'image';
     this.opts = {
@@ -98,6 +132,7 @@ export class HttpSource implements ImageSource {
       digestKnown: options.digestKnown ?? false,
       onResume: options.onResume,
       headers: options.headers,
+      signal: options.signal ?? new AbortController().signal,
     };
   }
 
@@ -130,7 +165,7 @@ export class HttpSource implements ImageSource {
         if (i >= attempts) {
           throw new BtyError(
             'BTY_ERR_SOURCE_UNREACHABLE',
-            `image URL not reachable: ${this.url} (${err.message})`,
+            `image URL not reachable: ${this.display} (${err.message})`,
           );
         }
         await sleep(Math.min(this.opts.backoffMs * 2 ** (i - 1), this.opts.maxBackoffMs));
@@ -139,7 +174,8 @@ export class HttpSource implements ImageSource {
   }
 
   private async probeHeaders(): Promise<void> {
-    const signal = AbortSignal.timeout(this.opts.idleTimeoutMs);
+    // Timeouts come from the per-request idle timer (retryable); the signal is the operator's.
+    const signal = this.opts.signal;
     let { res } = await this.request('HEAD', {}, signal);
     res.resume();
     if (res.statusCode === 405 || res.statusCode === 501 || res.statusCode === 403) {
@@ -163,10 +199,14 @@ export class HttpSource implements ImageSource {
   }
 
   private statusError(status: number): BtyError {
-    return new BtyError('BTY_ERR_HTTP_STATUS', `image URL answered HTTP ${status}: ${this.url}`, {
-      details: { status, url: this.url },
-      ...(status === 404 ? { hint: 'Check the URL: the server has no such file.' } : {}),
-    });
+    return new BtyError(
+      'BTY_ERR_HTTP_STATUS',
+      `image URL answered HTTP ${status}: ${this.display}`,
+      {
+        details: { status, url: this.display },
+        ...(status === 404 ? { hint: 'Check the URL: the server has no such file.' } : {}),
+      },
+    );
   }
 
   readHead(n: number): Promise<Buffer> {
@@ -175,7 +215,7 @@ export class HttpSource implements ImageSource {
 
   private async readHeadOnce(n: number): Promise<Buffer> {
     if (n <= 0) return Buffer.alloc(0);
-    const signal = AbortSignal.timeout(this.opts.idleTimeoutMs);
+    const signal = this.opts.signal;
     const { res } = await this.request('GET', { range: `bytes=0-${n - 1}` }, signal);
     const status = res.statusCode ?? 0;
     if (status >= 400) {
@@ -200,25 +240,51 @@ export class HttpSource implements ImageSource {
     return Buffer.concat(parts).subarray(0, n);
   }
 
-  /** Issues one request, following redirects (each hop gets the original headers). */
+  /**
+   * Issues one request at the current URL, following redirects. When a remembered redirect
+   * target refuses (expired signature, mirror gone), starts over from the original URL once.
+   */
   private async request(
     method: 'GET' | 'HEAD',
     extra: { range?: string; ifRange?: string },
     signal: AbortSignal,
   ): Promise<OpenResponse> {
-    let url = this.url;
+    let opened = await this.follow(this.currentUrl, method, extra, signal);
+    const status = opened.res.statusCode ?? 0;
+    if (this.currentUrl !== this.url && [401, 403, 404, 410].includes(status)) {
+      opened.res.resume();
+      opened = await this.follow(this.url, method, extra, signal);
+    }
+    this.currentUrl = opened.url;
+    return opened;
+  }
+
+  private async follow(
+    start: string,
+    method: 'GET' | 'HEAD',
+    extra: { range?: string; ifRange?: string },
+    signal: AbortSignal,
+  ): Promise<OpenResponse> {
+    let url = start;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const res = await this.requestOnce(method, url, extra, signal, hop > 0);
+      const res = await this.requestOnce(method, url, extra, signal);
       const status = res.statusCode ?? 0;
       const location = header(res, 'location');
       if ([301, 302, 303, 307, 308].includes(status) && location) {
         res.resume();
-        url = new URL(location, url).toString();
+        const next = new URL(location, url);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+          throw new BtyError(
+            'BTY_ERR_SOURCE_UNREACHABLE',
+            `${this.display} redirects to an unsupported URL (${next.protocol})`,
+          );
+        }
+        url = next.toString();
         continue;
       }
       return { res, url };
     }
-    throw new BtyError('BTY_ERR_SOURCE_UNREACHABLE', `too many redirects fetching ${this.url}`);
+    throw new BtyError('BTY_ERR_SOURCE_UNREACHABLE', `too many redirects fetching ${this.display}`);
   }
 
   private requestOnce(
@@ -226,7 +292,6 @@ export class HttpSource implements ImageSource {
     url: string,
     extra: { range?: string; ifRange?: string },
     signal: AbortSignal,
-    crossHop: boolean,
   ): Promise<http.IncomingMessage> {
     let parsed: URL;
     try {
@@ -237,8 +302,10 @@ export class HttpSource implements ImageSource {
     const lib = parsed.protocol === 'https:' ? https : http;
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: '*/*' };
     // Credentials for the origin never follow a redirect to another host (CDN, signed URL).
-    const sameHost = parsed.host === new URL(this.url).host;
-    if (this.opts.headers && (!crossHop || sameHost)) Object.assign(headers, this.opts.headers);
+    // Same origin = same scheme, host and port: https -> http keeps nothing either.
+    if (this.opts.headers && parsed.origin === new URL(this.url).origin) {
+      Object.assign(headers, this.opts.headers);
+    }
     if (extra.range) headers.range = extra.range;
     if (extra.ifRange) headers['if-range'] = extra.ifRange;
     return new Promise((resolve, reject) => {
@@ -301,14 +368,14 @@ export class HttpSource implements ImageSource {
         if (failures > this.opts.maxRetries) {
           throw new BtyError(
             'BTY_ERR_RESUME_EXHAUSTED',
-            `download of ${this.url} failed ${failures} times in a row at byte ${offset}: ${err.message}`,
+            `download of ${this.display} failed ${failures} times in a row at byte ${offset}: ${err.message}`,
             { details: { offset, resumes: this._resumes } },
           );
         }
         if (offset > 0 && this.ifRangeValue() === null && !this.opts.digestKnown) {
           throw new BtyError(
             'BTY_ERR_RESUME_UNSAFE',
-            `download of ${this.url} broke at byte ${offset} (${err.message}) and the server ` +
+            `download of ${this.display} broke at byte ${offset} (${err.message}) and the server ` +
               'sends no ETag or Last-Modified, so resuming could splice two different files',
           );
         }
@@ -342,6 +409,8 @@ export class HttpSource implements ImageSource {
         throw this.statusError(status);
       }
       if (offset === 0) {
+        // Anything but 200 here (204, a redirect without Location, ...) is not the image.
+        if (status !== 200) throw this.statusError(status);
         this.checkSameObject(res, null);
         if (first || this._size === null) {
           this._size = parseLength(header(res, 'content-length')) ?? this._size;
@@ -381,7 +450,7 @@ export class HttpSource implements ImageSource {
     if (etagChanged || lmChanged || sizeChanged) {
       throw new BtyError(
         'BTY_ERR_SOURCE_CHANGED',
-        `the image at ${this.url} changed while it was being read` +
+        `the image at ${this.display} changed while it was being read` +
           (etagChanged ? ` (ETag ${before.etag} became ${now.etag})` : '') +
           (lmChanged ? ` (Last-Modified ${before.lastModified} became ${now.lastModified})` : '') +
           (sizeChanged ? ` (size ${this._size} became ${size})` : ''),
@@ -401,8 +470,8 @@ export class HttpSource implements ImageSource {
       throw new BtyError(
         'BTY_ERR_SOURCE_CHANGED',
         changed
-          ? `the image at ${this.url} changed on the server after ${offset} bytes had been written`
-          : `the server sent all of ${this.url} again instead of resuming at byte ${offset} ` +
+          ? `the image at ${this.display} changed on the server after ${offset} bytes had been written`
+          : `the server sent all of ${this.display} again instead of resuming at byte ${offset} ` +
               '(it ignores Range requests), so the download cannot continue safely',
         { details: { offset } },
       );
@@ -411,17 +480,20 @@ export class HttpSource implements ImageSource {
       if (this._size !== null && offset >= this._size) return;
       throw new BtyError(
         'BTY_ERR_SOURCE_CHANGED',
-        `the server refused to resume ${this.url} at byte ${offset} (HTTP 416): the file shrank or changed`,
+        `the server refused to resume ${this.display} at byte ${offset} (HTTP 416): the file shrank or changed`,
       );
     }
     if (status !== 206) {
-      throw new BtyError('BTY_ERR_HTTP_STATUS', `unexpected HTTP ${status} resuming ${this.url}`);
+      throw new BtyError(
+        'BTY_ERR_HTTP_STATUS',
+        `unexpected HTTP ${status} resuming ${this.display}`,
+      );
     }
     const range = parseContentRange(header(res, 'content-range'));
     if (!range || range.start !== offset) {
       throw new BtyError(
         'BTY_ERR_SOURCE_CHANGED',
-        `the server resumed ${this.url} at the wrong place (asked byte ${offset}, got ` +
+        `the server resumed ${this.display} at the wrong place (asked byte ${offset}, got ` +
           `"${header(res, 'content-range') ?? 'no Content-Range'}")`,
       );
     }
