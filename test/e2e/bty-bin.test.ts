@@ -86,6 +86,15 @@ describe('bin/bty on a terminal', () => {
 });
 
 describe('bin/bty and Ctrl-C', () => {
+  it('Ctrl-C at the confirmation prompt cancels (exit 130) and writes nothing', async () => {
+    const target = join(dir, 'ctrl-c-at-prompt.img');
+    await writeFile(target, 'untouched');
+    const r = await onTerminal(['flash', xz.path, target], '\x03');
+    expect(r.code).toBe(130);
+    expect(r.screen).toContain('BTY_ERR_CANCELLED');
+    expect(await readFile(target, 'utf8')).toBe('untouched');
+  });
+
   it('SIGINT mid-flash stops the decompressor, exits 130 and says the target holds partial data', async () => {
     server.serve('/slow.img.xz', { body: { file: xz.path } }, { bytesPerSecond: 2 * MiB });
     const target = join(dir, 'interrupted.img');
@@ -97,6 +106,7 @@ describe('bin/bty and Ctrl-C', () => {
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     let signalled = false;
+    let xzPid = '';
     child.stdout.on('data', (d: string) => {
       stdout += d;
       if (
@@ -105,7 +115,14 @@ describe('bin/bty and Ctrl-C', () => {
         /"source_bytes_done":[1-9]/.test(stdout)
       ) {
         signalled = true;
-        child.kill('SIGINT');
+        // Remember bty's own xz child, then interrupt bty.
+        void run('pgrep', ['-P', String(child.pid), '-x', 'xz']).then(
+          (r) => {
+            xzPid = r.stdout.trim();
+            child.kill('SIGINT');
+          },
+          () => child.kill('SIGINT'),
+        );
       }
     });
     child.stderr.on('data', (d: string) => (stderr += d));
@@ -120,12 +137,9 @@ describe('bin/bty and Ctrl-C', () => {
     expect(last.error.code).toBe('BTY_ERR_CANCELLED');
     expect(last.error.message).toMatch(/partial data/);
     expect(stderr).toMatch(/cancelling/);
-    // The xz child was stopped with it.
-    const left = await run('pgrep', ['-f', `xz --decompress --stdout`]).then(
-      (r) => r.stdout.trim(),
-      () => '',
-    );
-    expect(left).toBe('');
+    // bty's xz child was stopped with it.
+    expect(xzPid).toMatch(/^\d+$/);
+    expect(existsSync(`/proc/${xzPid}`)).toBe(false);
   });
 });
 

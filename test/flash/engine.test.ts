@@ -5,7 +5,8 @@
  * as zero fails the hash comparison.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile, open } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,6 +195,37 @@ describe('HTTP edge cases', () => {
     expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
   });
 
+  it('... and a changed object behind such a server is caught by the digest', async () => {
+    const target = await targetFor('file', 'novalidators-changed');
+    const image = files.get('img.zst')!;
+    const other = await readFile(files.get('img.gz')!.path);
+    server.serve(
+      '/noval3.img.zst',
+      { body: { file: image.path }, etag: null, lastModified: null },
+      {
+        cutEveryBytes: MiB,
+        changeAfterBytes: MiB,
+        // Same length, same zstd magic, different bytes after the first MiB.
+        changeTo: {
+          body: Buffer.concat([
+            (await readFile(image.path)).subarray(0, MiB),
+            other.subarray(MiB, image.sizeBytes),
+          ]),
+          etag: null,
+          lastModified: null,
+        },
+      },
+    );
+    const err = await flash({
+      source: server.urlFor('/noval3.img.zst'),
+      target,
+      sha256: image.sha256,
+      http: FAST_HTTP,
+    }).catch((e: unknown) => e);
+    expect(['BTY_ERR_INTEGRITY', 'BTY_ERR_DECOMPRESS']).toContain((err as BtyError).code);
+    expect((err as BtyError).exitCode).toBe(4);
+  });
+
   it('a server that answers a ranged request with 200 fails the flash safely', async () => {
     const target = await targetFor('file', 'ignorerange');
     const image = files.get('img.gz')!;
@@ -377,6 +409,36 @@ describe('integrity and refusals', () => {
     expect((err as BtyError).code).toBe('BTY_ERR_FORMAT_MISMATCH');
     expect((err as BtyError).message).toMatch(/zstd/);
     expect(await sha256File(target)).toBe(before);
+  });
+
+  it('refuses a qcow2 that names a backing file (it could copy a host disk)', async () => {
+    const overlay = join(dir, 'overlay.qcow2');
+    await execFileP('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      raw.path,
+      '-F',
+      'raw',
+      overlay,
+    ]);
+    const target = await targetFor('file', 'backing');
+    const before = await sha256File(target);
+    const err = await flash({ source: overlay, target }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
+    expect((err as BtyError).message).toMatch(/backing file/);
+    expect(await sha256File(target)).toBe(before);
+  });
+
+  it('refuses a mistyped device name instead of creating a file in /dev', async () => {
+    const err = await flash({
+      source: files.get('img')!.path,
+      target: '/dev/sdzz-no-such-disk',
+    }).catch((e: unknown) => e);
+    expect((err as BtyError).code).toBe('BTY_ERR_TARGET_NOT_FOUND');
+    expect(existsSync('/dev/sdzz-no-such-disk')).toBe(false);
   });
 
   it('refuses tarballs with "extract first"', async () => {

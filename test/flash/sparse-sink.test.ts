@@ -76,7 +76,7 @@ afterAll(async () => {
 async function runSink(
   path: string,
   strategy: ZeroStrategy,
-  opts: { capacity?: number | null; expectedLength?: number | null } = {},
+  opts: { capacity?: number | null; expectedLength?: number | null; zeroAheadBytes?: number } = {},
 ) {
   const fh = await open(path, strategy === 'holes' ? 'w' : 'r+');
   try {
@@ -86,6 +86,7 @@ async function runSink(
       strategy,
       capacity: opts.capacity ?? null,
       expectedLength: opts.expectedLength ?? null,
+      ...(opts.zeroAheadBytes ? { zeroAheadBytes: opts.zeroAheadBytes } : {}),
       stagingSize: 1 * MiB,
       hashWrittenData: true,
     });
@@ -143,6 +144,23 @@ describe('SparseSink', () => {
         expectedLength: 3 * MiB + 100,
       });
       expect(r.bytes).toBe(image.length);
+      const fh = await open(loop!.path, 'r');
+      const back = Buffer.alloc(image.length);
+      await fh.read(back, 0, image.length, 0);
+      await fh.close();
+      expect(sha(back)).toBe(sha(image));
+    },
+  );
+
+  it.runIf(isRoot())(
+    'zeroout: zeroing ahead in small steps still reads back as the image',
+    async () => {
+      await fillGarbage(loop!.path, 12 * MiB);
+      const r = await runSink(loop!.path, 'zeroout', {
+        capacity: 12 * MiB,
+        zeroAheadBytes: 1 * MiB,
+      });
+      expect(r.zerosWritten).toBe(0);
       const fh = await open(loop!.path, 'r');
       const back = Buffer.alloc(image.length);
       await fh.read(back, 0, image.length, 0);
