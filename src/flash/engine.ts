@@ -298,7 +298,7 @@ async function execute(
       const vmeter = new PhaseMeter('verify', (e) => onProgress?.(e), {
         bytesTotal: result.written,
       });
-      await verifyWritten({
+      const check = await verifyWritten({
         path: plan.target.path,
         isBlockDevice: isBlock,
         length: result.bytes,
@@ -309,6 +309,10 @@ async function execute(
       });
       vmeter.update(result.written, 0, true);
       verified = true;
+      notes.push(
+        `read-back: ${result.written} bytes of written data re-read and hashed; ` +
+          `zero ranges spot-checked (${check.zeroSamples} samples of 4 KiB)`,
+      );
     }
     await finishBlockDevice(plan, notes);
     mark(onProgress, 'done', {

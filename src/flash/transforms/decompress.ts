@@ -14,6 +14,7 @@ import { programStage } from './child-process.ts';
  * docs/performance.md for the measurements behind this value).
  */
 const ZLIB_CHUNK = 4 << 20;
+const ZSTD_WINDOW_LOG_MAX = 27;
 
 function corrupt(format: string, display: string, why: string): BtyError {
   return new BtyError(
@@ -32,7 +33,12 @@ export function createDecompressor(format: ImageFormat, display: string): Duplex
     case 'img.gz':
       return zlib.createGunzip({ chunkSize: ZLIB_CHUNK });
     case 'img.zst':
-      return zlib.createZstdDecompress({ chunkSize: ZLIB_CHUNK });
+      return zlib.createZstdDecompress({
+        chunkSize: ZLIB_CHUNK,
+        // Accept `zstd --long` images (128 MiB window, like `zstd -d` with --long); larger
+        // windows are refused with a clear message rather than allocated silently.
+        params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_WINDOW_LOG_MAX },
+      });
     case 'img.xz':
       return programStage('xz', ['--decompress', '--stdout', '--threads=0'], {
         debianPackage: 'xz-utils',
@@ -60,5 +66,13 @@ export function explainDecompressError(
   display: string,
 ): unknown {
   if (!isZlibError(err)) return err;
+  if (err.code === 'ZSTD_error_frameParameter_windowTooLarge') {
+    return new BtyError(
+      'BTY_ERR_DECOMPRESS',
+      `${display} was compressed with a zstd window larger than ${2 ** (ZSTD_WINDOW_LOG_MAX - 20)} MiB ` +
+        '(zstd --long=28 or more), which needs too much memory to stream',
+      { hint: 'Recompress it with `zstd --long=27` or less (or without --long) and flash again.' },
+    );
+  }
   return corrupt(format === 'img.zst' ? 'zstd' : 'gzip', display, err.message);
 }
