@@ -22,7 +22,9 @@ function say(text: string): void {
 }
 
 function runBty(args: string[]): Promise<number> {
-  process.stdout.write(`$ bin/bty ${args.map((a) => (a.includes(root) ? relative(root, a) : a)).join(' ')}\n`);
+  process.stdout.write(
+    `$ bin/bty ${args.map((a) => (a.includes(root) ? relative(root, a) : a)).join(' ')}\n`,
+  );
   return new Promise((resolve, reject) => {
     const child = spawn(bty, args, { stdio: 'inherit' });
     child.on('error', reject);
@@ -65,7 +67,9 @@ async function main(): Promise<void> {
   say('5. checking the result independently');
   const got = await sha256File(target);
   if (got !== raw.sha256) throw new Error(`MISMATCH: target ${got} != image ${raw.sha256}`);
-  process.stdout.write(`OK: ${relative(root, target)} is bit-identical to the image (sha256 ${got})\n`);
+  process.stdout.write(
+    `OK: ${relative(root, target)} is bit-identical to the image (sha256 ${got})\n`,
+  );
 
   say('next steps');
   process.stdout.write(
