@@ -42,10 +42,10 @@ deps-test:
 deps-bench:
 	@scripts/deps-debian.sh $(BENCH_DEBS)
 
-typecheck: node_modules/.stamp
+typecheck: dist/.stamp
 	npx tsc -p tsconfig.json --noEmit
 
-lint: node_modules/.stamp
+lint: dist/.stamp
 	npx eslint --max-warnings=0 .
 	npx prettier --check --log-level=warn .
 

@@ -28,8 +28,15 @@ if [ -z "${BTY_USE_LOCAL_NODE:-}" ] && command -v node >/dev/null 2>&1 && node_o
 fi
 if find_local; then exit 0; fi
 
-command -v npm >/dev/null 2>&1 || {
-  echo "bty setup: npm is needed to install Node 24 (apt-get install npm)" >&2; exit 1; }
+if ! command -v npm >/dev/null 2>&1; then
+  # npm only fetches node@24 here; Debian's package is old but can do that.
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bty setup: installing npm (Debian package) to fetch Node 24" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm) >&2
+  else
+    echo "bty setup: npm is needed to install Node 24 (apt-get install npm)" >&2; exit 1
+  fi
+fi
 echo "bty setup: system Node is older than 22.12; installing node@24 into .tools/node" >&2
 mkdir -p "$tools"
 npm install --prefix "$tools" --no-save --no-package-lock --no-audit --no-fund node@24 >&2
