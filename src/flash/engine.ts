@@ -7,8 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { constants as fsc, createWriteStream } from 'node:fs';
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdtemp, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BtyError, asBtyError } from '../core/errors.ts';
 import { looksLikeTar } from '../core/formats.ts';
@@ -62,12 +62,14 @@ export interface FlashResult {
   notes: string[];
 }
 
-function cancelled(writing: boolean): BtyError {
+function cancelled(writing: boolean, onDisk: boolean): BtyError {
   return new BtyError(
     'BTY_ERR_CANCELLED',
-    writing
-      ? 'flash cancelled by operator; the target holds partial data and must be flashed again before use'
-      : 'flash cancelled by operator before anything was written',
+    !writing
+      ? 'flash cancelled by operator before anything was written'
+      : onDisk
+        ? 'flash cancelled by operator; the target holds partial data and must be flashed again before use'
+        : 'flash cancelled by operator; the partial file was removed and the target left as it was',
   );
 }
 
@@ -93,11 +95,13 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
   const signal = request.signal ?? new AbortController().signal;
   const onProgress = request.onProgress;
   let writing = false;
+  let onDisk = true;
   let resumes = 0;
   try {
     mark(onProgress, 'resolve');
     const prepared = await prepareFlash({ ...request, signal });
     const { plan, source } = prepared;
+    onDisk = plan.target.kind === 'block';
     assertPlanAllowed(plan);
     const base: Omit<FlashResult, 'seconds'> = {
       ok: true,
@@ -137,7 +141,9 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
       notes: [...base.notes, ...outcome.notes],
     };
   } catch (err) {
-    const failure = signal.aborted ? cancelled(writing) : asFlashError(err, writing);
+    const failure = signal.aborted
+      ? cancelled(writing, onDisk)
+      : asFlashError(err, writing && onDisk);
     mark(onProgress, 'failed', { message: failure.message, resumes });
     throw failure;
   }
@@ -191,6 +197,34 @@ async function recheckTarget(plan: FlashPlan, before: TargetInfo): Promise<Targe
   return now;
 }
 
+/**
+ * Where the bytes go. A disk is written in place; a regular file is built beside the target
+ * as `.NAME.bty-partial` and renamed over it only once complete and checked, so a failed or
+ * cancelled flash never leaves a complete-looking image behind (nor destroys the old file).
+ */
+export function writePath(plan: FlashPlan): string {
+  if (plan.target.kind === 'block') return plan.target.path;
+  const target = resolve(plan.target.path);
+  return join(dirname(target), `.${basename(target)}.bty-partial`);
+}
+
+/** Puts a finished partial file in place of the target (rename, then fsync the folder). */
+async function commitFile(plan: FlashPlan): Promise<void> {
+  if (plan.target.kind === 'block') return;
+  const target = resolve(plan.target.path);
+  await rename(writePath(plan), target);
+  const folder = await open(dirname(target), 'r');
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
+}
+
+async function abandonFile(plan: FlashPlan): Promise<void> {
+  if (plan.target.kind !== 'block') await rm(writePath(plan), { force: true });
+}
+
 async function openTarget(plan: FlashPlan): Promise<FileHandle> {
   try {
     if (plan.target.kind === 'block') {
@@ -199,7 +233,7 @@ async function openTarget(plan: FlashPlan): Promise<FileHandle> {
       // our checks and the first write.
       return await open(plan.target.path, fsc.O_RDWR | fsc.O_EXCL);
     }
-    return await open(plan.target.path, 'w');
+    return await open(writePath(plan), 'w');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EBUSY') {
@@ -241,6 +275,7 @@ async function execute(
   startedWriting();
   const hash = plan.image.sha256 ? createHash('sha256') : null;
   let sourceBytes = 0;
+  let committed = false;
   try {
     const sink = new SparseSink({
       fh,
@@ -291,6 +326,8 @@ async function execute(
     mark(onProgress, 'sync', { bytes_done: result.bytes, bytes_total: result.bytes });
     await fh.sync();
     await fh.close();
+    await commitFile(plan);
+    committed = true;
     if (isBlock) notes.push(...(await settleBlockDevice(plan.target.path)));
 
     let verified = false;
@@ -323,6 +360,7 @@ async function execute(
     return outcome(result, sourceBytes, sha256Verified, verified, notes);
   } finally {
     await fh.close().catch(() => {});
+    if (!committed) await abandonFile(plan);
   }
 }
 
@@ -352,8 +390,16 @@ function checkDigest(plan: FlashPlan, hash: ReturnType<typeof createHash> | null
     throw new BtyError(
       'BTY_ERR_INTEGRITY',
       `integrity check failed for ${plan.image.source}: expected sha256:${plan.image.sha256}, ` +
-        `computed sha256:${actual}. The target now holds unverified data; re-flash from a trusted source.`,
-      { details: { expected: plan.image.sha256, actual } },
+        `computed sha256:${actual}. ` +
+        (plan.target.kind === 'block'
+          ? 'The target now holds unverified data; re-flash from a trusted source.'
+          : `Nothing was put in place: ${plan.target.path} was left as it was.`),
+      {
+        details: { expected: plan.image.sha256, actual },
+        ...(plan.target.kind === 'block'
+          ? {}
+          : { hint: 'Fetch the image again from a trusted source, or check the --sha256 value.' }),
+      },
     );
   }
   return true;
@@ -412,6 +458,7 @@ async function executeQcow2(
   let imagePath = source.localPath;
   let sha256Verified = false;
   let sourceBytes = source.size ?? 0;
+  let committed = false;
   const notes: string[] = [];
   try {
     if (!imagePath) {
@@ -430,20 +477,23 @@ async function executeQcow2(
     startedWriting();
     const meter = new PhaseMeter('write', (e) => onProgress?.(e), { bytesTotal: virtual });
     try {
-      await convertQcow2(imagePath, plan.target.path, isBlock, {
+      await convertQcow2(imagePath, writePath(plan), isBlock, {
         signal,
         onFraction: (f) => meter.update(Math.round(f * virtual)),
       });
       meter.update(virtual, 0, true);
       mark(onProgress, 'sync', { bytes_done: virtual, bytes_total: virtual });
-      const fh = guard ?? (await open(plan.target.path, 'r+'));
+      const fh = guard ?? (await open(writePath(plan), 'r+'));
       try {
         await fh.sync();
       } finally {
         if (!guard) await fh.close();
       }
+      await commitFile(plan);
+      committed = true;
     } finally {
       await guard?.close();
+      if (!committed) await abandonFile(plan);
     }
     if (isBlock) notes.push(...(await settleBlockDevice(plan.target.path)));
     let verified = false;

@@ -88,7 +88,7 @@ describe('bty flash to a file', () => {
     expect(await readFile(target, 'utf8')).toBe('keep me');
   });
 
-  it('a flipped byte with a known sha256 is an integrity failure (exit 4)', async () => {
+  it('a flipped byte with a known sha256 is an integrity failure (exit 4); the file is kept', async () => {
     const copy = join(dir, 'flipped.img');
     await copyFile(raw.path, copy);
     await flipByte(copy, 5 * MiB + 123);
@@ -102,7 +102,7 @@ describe('bty flash to a file', () => {
     );
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/BTY_ERR_INTEGRITY/);
-    expect(r.stderr).toMatch(/unverified data/);
+    expect(r.stderr).toMatch(/left as it was/);
   });
 
   it.each(['img.gz', 'img.zst', 'img.xz', 'img.bz2'])(
@@ -231,6 +231,16 @@ describeIfRoot('bty flash to loop devices', () => {
     const result = jsonLines(r.stdout).at(-1)!;
     expect(result.dry_run).toBe(true);
     expect(await sha256File(parted.path)).toBe(before);
+  });
+
+  it('a flipped byte with a known sha256 fails on a disk and says it holds unverified data', async () => {
+    const copy = join(dir, 'flipped-for-disk.img');
+    await copyFile(raw.path, copy);
+    await flipByte(copy, 3 * MiB + 5);
+    const r = await bty('flash', copy, parted.path, '--yes', '--sha256', raw.sha256);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/BTY_ERR_INTEGRITY/);
+    expect(r.stderr).toMatch(/holds unverified data/);
   });
 
   it('a read-only device is refused (exit 3)', async () => {

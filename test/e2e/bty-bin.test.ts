@@ -9,9 +9,10 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { startFaultServer, type FaultServer } from '../helpers/fault-server.ts';
 import { convertImage, makeRawImage, sha256File, type MadeImage } from '../helpers/images.ts';
+import { createLoopDevice, isRoot } from '../helpers/loop.ts';
 
 const run = promisify(execFile);
 const BTY = new URL('../../bin/bty', import.meta.url).pathname;
@@ -97,7 +98,10 @@ describe('bin/bty and Ctrl-C', () => {
 
   it('SIGINT mid-flash stops the decompressor, exits 130 and says the target holds partial data', async () => {
     server.serve('/slow.img.xz', { body: { file: xz.path } }, { bytesPerSecond: 2 * MiB });
-    const target = join(dir, 'interrupted.img');
+    // A disk (loop device) when root: that is where partial data stays behind.
+    const disk = isRoot() ? await createLoopDevice({ sizeBytes: 40 * MiB }) : null;
+    onTestFinished(() => disk?.detach());
+    const target = disk?.path ?? join(dir, 'interrupted.img');
     const child = spawn(BTY, ['flash', server.urlFor('/slow.img.xz'), target, '--yes', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -135,7 +139,9 @@ describe('bin/bty and Ctrl-C', () => {
     };
     expect(last.type).toBe('error');
     expect(last.error.code).toBe('BTY_ERR_CANCELLED');
-    expect(last.error.message).toMatch(/partial data/);
+    expect(last.error.message).toMatch(
+      disk ? /the target holds partial data/ : /partial file was removed/,
+    );
     expect(stderr).toMatch(/cancelling/);
     // bty's xz child was stopped with it.
     expect(xzPid).toMatch(/^\d+$/);

@@ -328,8 +328,9 @@ describe('HTTP edge cases', () => {
     expect((err as BtyError).message).toMatch(/404/);
   });
 
-  it('a cancel mid-flash stops and says the target holds partial data', async () => {
-    const target = await targetFor('file', 'cancel');
+  it.each(targets)('a cancel mid-flash stops cleanly (%s target)', async (kind) => {
+    const target = await targetFor(kind, 'cancel');
+    const before = kind === 'file' ? await sha256File(target) : null;
     const image = files.get('img.zst')!;
     server.serve('/slow.img.zst', { body: { file: image.path } }, { bytesPerSecond: 2 * MiB });
     const controller = new AbortController();
@@ -345,20 +346,32 @@ describe('HTTP edge cases', () => {
     const err = await pending.catch((e: unknown) => e);
     expect((err as BtyError).code).toBe('BTY_ERR_CANCELLED');
     expect((err as BtyError).exitCode).toBe(130);
-    expect((err as BtyError).message).toMatch(/partial data/);
+    if (kind === 'loop') {
+      expect((err as BtyError).message).toMatch(/the target holds partial data/);
+    } else {
+      // A file is built beside the target and only renamed into place when complete.
+      expect((err as BtyError).message).toMatch(/partial file was removed/);
+      expect(await sha256File(target)).toBe(before);
+      expect(existsSync(join(dir, '.target-cancel.img.bty-partial'))).toBe(false);
+    }
   });
 });
 
 describe('integrity and refusals', () => {
-  it('a wrong --sha256 fails with an integrity error saying the disk holds unverified data', async () => {
-    const target = await targetFor('file', 'badsha');
+  it.each(targets)('a wrong --sha256 is an integrity failure (%s target)', async (kind) => {
+    const target = await targetFor(kind, 'badsha');
+    const before = kind === 'file' ? await sha256File(target) : null;
     const image = files.get('img.gz')!;
     const err = await flash({ source: image.path, target, sha256: '0'.repeat(64) }).catch(
       (e: unknown) => e,
     );
     expect((err as BtyError).code).toBe('BTY_ERR_INTEGRITY');
     expect((err as BtyError).exitCode).toBe(4);
-    expect((err as BtyError).message).toMatch(/unverified data/);
+    if (kind === 'loop') expect((err as BtyError).message).toMatch(/holds unverified data/);
+    else {
+      expect((err as BtyError).message).toMatch(/left as it was/);
+      expect(await sha256File(target)).toBe(before);
+    }
   });
 
   it('a qcow2 with a wrong digest leaves the target untouched', async () => {
