@@ -2,7 +2,7 @@
 import { createInterface } from 'node:readline/promises';
 import { BtyError, EXIT } from '../core/errors.ts';
 import type { FlashProgress } from '../core/progress.ts';
-import { flash, type FlashResult } from '../flash/engine.ts';
+import { flash, removeTemporaryFilesSync, type FlashResult } from '../flash/engine.ts';
 import type { FlashPlan } from '../flash/plan.ts';
 import { action, formatOption, type Register } from './command.ts';
 import { formatBytes, printJsonLine, type CliIO } from './output.ts';
@@ -121,7 +121,11 @@ export const registerFlash: Register = (program, io, setExit) => {
               view?.end();
               io.err('bty: cancelling: stopping the download and the writers...\n');
               controller.abort();
-            } else process.exit(EXIT.cancelled);
+            } else {
+              // A second Ctrl-C: leave now, but not without removing partial files.
+              removeTemporaryFilesSync();
+              process.exit(EXIT.cancelled);
+            }
           };
           process.on('SIGINT', onSigint);
           process.on('SIGTERM', onSigint);

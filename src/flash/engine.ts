@@ -6,7 +6,7 @@
  * which must land in a temp file), write, sync, verify, then done or failed.
  */
 import { createHash } from 'node:crypto';
-import { constants as fsc, createWriteStream } from 'node:fs';
+import { constants as fsc, createWriteStream, rmSync } from 'node:fs';
 import { mkdtemp, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -197,6 +197,18 @@ async function recheckTarget(plan: FlashPlan, before: TargetInfo): Promise<Targe
   return now;
 }
 
+/** Partial files and staging folders of flashes in progress, for removal on a forced exit. */
+const temporaryPaths = new Set<string>();
+
+/**
+ * Removes what flashes in progress left on disk, synchronously: for a process that must exit
+ * now (a second Ctrl-C) and cannot wait for the normal cleanup.
+ */
+export function removeTemporaryFilesSync(): void {
+  for (const path of temporaryPaths) rmSync(path, { recursive: true, force: true });
+  temporaryPaths.clear();
+}
+
 /**
  * Where the bytes go. A disk is written in place; a regular file is built beside the target
  * as `.NAME.bty-partial` and renamed over it only once complete and checked, so a failed or
@@ -213,6 +225,7 @@ async function commitFile(plan: FlashPlan): Promise<void> {
   if (plan.target.kind === 'block') return;
   const target = resolve(plan.target.path);
   await rename(writePath(plan), target);
+  temporaryPaths.delete(writePath(plan));
   const folder = await open(dirname(target), 'r');
   try {
     await folder.sync();
@@ -222,7 +235,9 @@ async function commitFile(plan: FlashPlan): Promise<void> {
 }
 
 async function abandonFile(plan: FlashPlan): Promise<void> {
-  if (plan.target.kind !== 'block') await rm(writePath(plan), { force: true });
+  if (plan.target.kind === 'block') return;
+  await rm(writePath(plan), { force: true });
+  temporaryPaths.delete(writePath(plan));
 }
 
 async function openTarget(plan: FlashPlan): Promise<FileHandle> {
@@ -233,6 +248,7 @@ async function openTarget(plan: FlashPlan): Promise<FileHandle> {
       // our checks and the first write.
       return await open(plan.target.path, fsc.O_RDWR | fsc.O_EXCL);
     }
+    temporaryPaths.add(writePath(plan));
     return await open(writePath(plan), 'w');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -419,6 +435,7 @@ async function stageDownload(
   onProgress: ProgressListener | undefined,
 ): Promise<{ dir: string; file: string; bytes: number; sha256Verified: boolean }> {
   const dir = await mkdtemp(join(plan.staging_dir ?? '.', '.bty-stage-'));
+  temporaryPaths.add(dir);
   const file = join(dir, 'image.qcow2');
   const hash = plan.image.sha256 ? createHash('sha256') : null;
   const meter = new PhaseMeter('download', (e) => onProgress?.({ ...e, resumes: source.resumes }), {
@@ -442,6 +459,7 @@ async function stageDownload(
     return { dir, file, bytes, sha256Verified };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
+    temporaryPaths.delete(dir);
     throw err;
   }
 }
@@ -523,7 +541,10 @@ async function executeQcow2(
       notes,
     };
   } finally {
-    if (staged) await rm(staged.dir, { recursive: true, force: true });
+    if (staged) {
+      await rm(staged.dir, { recursive: true, force: true });
+      temporaryPaths.delete(staged.dir);
+    }
   }
 }
 

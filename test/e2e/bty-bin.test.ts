@@ -149,6 +149,37 @@ describe('bin/bty and Ctrl-C', () => {
   });
 });
 
+describe('bin/bty and a second Ctrl-C', () => {
+  it('exits at once and still removes the partial file', async () => {
+    server.serve('/slower.img.xz', { body: { file: xz.path } }, { bytesPerSecond: 1 * MiB });
+    const target = join(dir, 'twice.img');
+    await writeFile(target, 'old contents');
+    const child = spawn(
+      BTY,
+      ['flash', server.urlFor('/slower.img.xz'), target, '--yes', '--json'],
+      {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
+    let out = '';
+    let signalled = false;
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => {
+      out += d;
+      if (!signalled && /"source_bytes_done":[1-9]/.test(out)) {
+        signalled = true;
+        child.kill('SIGINT');
+        child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(signalled).toBe(true);
+    expect(code).toBe(130);
+    expect(existsSync(join(dir, '.twice.img.bty-partial'))).toBe(false);
+    expect(await readFile(target, 'utf8')).toBe('old contents');
+  });
+});
+
 describe('bin/bty over HTTPS', () => {
   let tlsServer: FaultServer;
   let caFile: string;
