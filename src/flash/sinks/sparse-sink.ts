@@ -38,6 +38,12 @@ export interface SparseSinkOptions {
   zeroAheadBytes?: number;
   /** Cancels a running zeroing call. */
   signal?: AbortSignal;
+  /**
+   * Start a background `fdatasync` after this many bytes written since the last one. The
+   * kernel would otherwise hold gigabytes of dirty pages until the final fsync; flushing as we
+   * go overlaps the disk writes with decompression. 0 = never.
+   */
+  flushEveryBytes?: number;
   logicalBlockSize?: number;
   /** Hash the written data ranges in order, for read-back verification. */
   hashWrittenData?: boolean;
@@ -75,6 +81,8 @@ export class SparseSink extends Writable {
   private pending: Promise<void> = Promise.resolve();
   /** With `zeroout`: [0, zeroedUpTo) is known to read as zeros (before data lands there). */
   private zeroedUpTo = 0;
+  private unflushed = 0;
+  private flushing: Promise<void> | null = null;
   private failure: Error | null = null;
   private zeroStart = -1;
   private zeroEnd = -1;
@@ -97,6 +105,7 @@ export class SparseSink extends Writable {
       stagingSize,
       expectedLength: null,
       zeroAheadBytes: 1 << 30,
+      flushEveryBytes: 64 << 20,
       logicalBlockSize: 512,
       hashWrittenData: false,
       ...options,
@@ -210,6 +219,8 @@ export class SparseSink extends Writable {
     await this.pending;
     this.throwIfFailed();
     await this.flushZeroRun();
+    await this.flushing;
+    this.throwIfFailed();
     this.result.bytes = this.base;
     if (this.o.strategy === 'holes') {
       // A trailing zero run is a hole too: set the length without writing it.
@@ -243,6 +254,7 @@ export class SparseSink extends Writable {
       this.hash?.update(buf.subarray(i, j));
       this.addRange(base + i, base + j);
       this.result.written += j - i;
+      this.flushInBackground(j - i);
       i = j;
     }
   }
@@ -259,6 +271,24 @@ export class SparseSink extends Writable {
     const last = this.result.ranges[this.result.ranges.length - 1];
     if (last && last[1] === start) last[1] = end;
     else this.result.ranges.push([start, end]);
+  }
+
+  private flushInBackground(bytes: number): void {
+    this.unflushed += bytes;
+    if (!this.o.flushEveryBytes || this.unflushed < this.o.flushEveryBytes || this.flushing) return;
+    this.unflushed = 0;
+    this.flushing = this.o.fh.datasync().then(
+      () => {
+        this.flushing = null;
+      },
+      (err: unknown) => {
+        this.flushing = null;
+        this.failure ??= new BtyError(
+          'BTY_ERR_WRITE',
+          `flushing ${this.o.path} failed: ${(err as Error).message}`,
+        );
+      },
+    );
   }
 
   private async writeAt(
