@@ -59,6 +59,18 @@ async function fillGarbage(path: string, bytes: number): Promise<void> {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/** sha256 of a device's first `length` bytes. */
+async function deviceSha(path: string, length: number): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const back = Buffer.alloc(length);
+    await fh.read(back, 0, length, 0);
+    return sha(back);
+  } finally {
+    await fh.close();
+  }
+}
+
 let dir: string;
 let loop: LoopDevice | null = null;
 const image = awkwardImage();
@@ -127,11 +139,7 @@ describe('SparseSink', () => {
     // The range was zeroed ahead of the data (BLKZEROOUT), so no zero byte was written.
     expect(r.zerosWritten).toBe(0);
     expect(r.skipped + r.written).toBe(image.length);
-    const fh = await open(loop!.path, 'r');
-    const back = Buffer.alloc(image.length);
-    await fh.read(back, 0, image.length, 0);
-    await fh.close();
-    expect(sha(back)).toBe(sha(image));
+    expect(await deviceSha(loop!.path, image.length)).toBe(sha(image));
   });
 
   it.runIf(isRoot())(
@@ -144,11 +152,7 @@ describe('SparseSink', () => {
         expectedLength: 3 * MiB + 100,
       });
       expect(r.bytes).toBe(image.length);
-      const fh = await open(loop!.path, 'r');
-      const back = Buffer.alloc(image.length);
-      await fh.read(back, 0, image.length, 0);
-      await fh.close();
-      expect(sha(back)).toBe(sha(image));
+      expect(await deviceSha(loop!.path, image.length)).toBe(sha(image));
     },
   );
 
@@ -161,11 +165,7 @@ describe('SparseSink', () => {
         zeroAheadBytes: 1 * MiB,
       });
       expect(r.zerosWritten).toBe(0);
-      const fh = await open(loop!.path, 'r');
-      const back = Buffer.alloc(image.length);
-      await fh.read(back, 0, image.length, 0);
-      await fh.close();
-      expect(sha(back)).toBe(sha(image));
+      expect(await deviceSha(loop!.path, image.length)).toBe(sha(image));
     },
   );
 

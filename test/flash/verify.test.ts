@@ -34,6 +34,16 @@ async function makeTarget(
   return { path, sha: hash.digest('hex'), ranges };
 }
 
+function check(t: { path: string; sha: string; ranges: Array<[number, number]> }) {
+  return verifyWritten({
+    path: t.path,
+    isBlockDevice: false,
+    length: 24 * MiB,
+    ranges: t.ranges,
+    expectedSha256: t.sha,
+  });
+}
+
 async function poke(path: string, offset: number, value: number): Promise<void> {
   const fh = await open(path, 'r+');
   await fh.write(Buffer.from([value]), 0, 1, offset);
@@ -50,13 +60,7 @@ afterAll(async () => {
 describe('verifyWritten', () => {
   it('passes when the target holds exactly what was written', async () => {
     const t = await makeTarget('good.img');
-    const r = await verifyWritten({
-      path: t.path,
-      isBlockDevice: false,
-      length: 24 * MiB,
-      ranges: t.ranges,
-      expectedSha256: t.sha,
-    });
+    const r = await check(t);
     expect(r.bytesRead).toBe(2 * MiB);
     expect(r.zeroSamples).toBeGreaterThan(3);
   });
@@ -64,13 +68,7 @@ describe('verifyWritten', () => {
   it('fails on a changed byte inside a written range', async () => {
     const t = await makeTarget('flipped.img');
     await poke(t.path, 20 * MiB + 777, 0x00);
-    const err = await verifyWritten({
-      path: t.path,
-      isBlockDevice: false,
-      length: 24 * MiB,
-      ranges: t.ranges,
-      expectedSha256: t.sha,
-    }).catch((e: unknown) => e);
+    const err = await check(t).catch((e: unknown) => e);
     expect((err as BtyError).code).toBe('BTY_ERR_VERIFY_MISMATCH');
     expect((err as BtyError).message).toMatch(/unverified data/);
   });
@@ -79,13 +77,7 @@ describe('verifyWritten', () => {
     const t = await makeTarget('stale.img');
     // A sampled offset inside the zero gap [2 MiB, 20 MiB).
     await poke(t.path, 2 * MiB + SAMPLE_STRIDE + 10, 0xff);
-    const err = await verifyWritten({
-      path: t.path,
-      isBlockDevice: false,
-      length: 24 * MiB,
-      ranges: t.ranges,
-      expectedSha256: t.sha,
-    }).catch((e: unknown) => e);
+    const err = await check(t).catch((e: unknown) => e);
     expect((err as BtyError).code).toBe('BTY_ERR_VERIFY_MISMATCH');
     expect((err as BtyError).message).toMatch(/does not read back as zeros/);
   });
