@@ -326,7 +326,7 @@ async function resetTarget(
 ): Promise<void> {
   if (target === 'file') await rm(targetPath(setup, 'file'), { force: true });
   // Discarding punches the loop's backing file back to holes: nobody inherits allocated blocks.
-  else await run('blkdiscard', [targetPath(setup, 'loop')]);
+  else await run('blkdiscard', ['--force', targetPath(setup, 'loop')]);
   await dropCaches(setup.notes);
   if (source !== null && !setup.options.cold)
     await run('bash', ['-c', 'cat "$1" > /dev/null', '-', source]);
