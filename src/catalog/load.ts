@@ -6,14 +6,12 @@
  * timeout: a hostile or broken server can neither exhaust memory nor hang the wizard.
  */
 import { readFile } from 'node:fs/promises';
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import { resolve as resolvePath } from 'node:path';
-import { urlToHttpOptions } from 'node:url';
 import { BtyError } from '../core/errors.ts';
 import { reprString } from '../core/python-repr.ts';
 import { firstIndexOf } from '../core/refs.ts';
-import { VERSION } from '../core/version.ts';
+import { openHttp } from '../net/http-client.ts';
 import { parseCatalog, type Catalog } from './schema.ts';
 
 export const REMOTE_CATALOG_MAX_BYTES = 4 * 1024 * 1024;
@@ -163,42 +161,28 @@ export async function fetchHttpBody(url: string, options: HttpBodyOptions): Prom
   const timer = setTimeout(() => controller.abort(), options.timeoutMs);
   const seconds = options.timeoutMs / 1000;
   try {
-    let current = url;
-    let headers = { ...options.headers };
-    for (let redirects = 0; ; redirects++) {
-      const response = await send(current, headers, controller.signal);
-      const status = response.statusCode ?? 0;
-      const location = response.headers.location;
-      if (isRedirect(status) && location !== undefined) {
-        response.resume();
-        if (redirects >= CATALOG_MAX_REDIRECTS) {
-          throw unreachable(options.label, `more than ${CATALOG_MAX_REDIRECTS} redirects`);
-        }
-        const next = new URL(location, current);
-        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-          throw unreachable(options.label, `redirected to an unsupported URL: ${next.href}`);
-        }
-        if (next.origin !== new URL(current).origin) headers = withoutAuthorization(headers);
-        current = next.href;
-        continue;
-      }
-      if (status < 200 || status >= 300) {
-        response.resume();
-        const reason = response.statusMessage ? ` ${response.statusMessage}` : '';
-        throw new BtyError(
-          'BTY_ERR_CATALOG_UNREACHABLE',
-          `catalog fetch from ${options.label} failed: HTTP ${status}${reason}`,
-          {
-            details: { status, url: current },
-            hint:
-              status >= 400 && status < 500
-                ? 'Check the catalog URL; the server does not serve it.'
-                : 'The server failed; try again later.',
-          },
-        );
-      }
-      return await readCapped(response, options);
+    const { res: response, url: current } = await openHttp(url, {
+      ...(options.headers ? { credentials: options.headers } : {}),
+      signal: controller.signal,
+      maxRedirects: CATALOG_MAX_REDIRECTS,
+    });
+    const status = response.statusCode ?? 0;
+    if (status < 200 || status >= 300) {
+      response.resume();
+      const reason = response.statusMessage ? ` ${response.statusMessage}` : '';
+      throw new BtyError(
+        'BTY_ERR_CATALOG_UNREACHABLE',
+        `catalog fetch from ${options.label} failed: HTTP ${status}${reason}`,
+        {
+          details: { status, url: current },
+          hint:
+            status >= 400 && status < 500
+              ? 'Check the catalog URL; the server does not serve it.'
+              : 'The server failed; try again later.',
+        },
+      );
     }
+    return await readCapped(response, options);
   } catch (err) {
     if (controller.signal.aborted && !(err instanceof BtyError)) {
       throw new BtyError(
@@ -212,27 +196,6 @@ export async function fetchHttpBody(url: string, options: HttpBodyOptions): Prom
   } finally {
     clearTimeout(timer);
   }
-}
-
-function send(
-  url: string,
-  headers: Record<string, string>,
-  signal: AbortSignal,
-): Promise<IncomingMessage> {
-  const parsed = new URL(url);
-  const requestOptions: RequestOptions = {
-    ...urlToHttpOptions(parsed),
-    path: requestTarget(url, parsed),
-    method: 'GET',
-    headers: { 'user-agent': `bty/${VERSION}`, 'accept-encoding': 'identity', ...headers },
-    signal,
-  };
-  const doRequest = parsed.protocol === 'https:' ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    const req = doRequest(requestOptions, resolve);
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 async function readCapped(
@@ -261,27 +224,6 @@ async function readCapped(
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
-}
-
-/**
- * The request target as written in the URL (WHATWG `URL` would resolve `..` and re-encode), unless
- * it holds characters that cannot go on the wire unencoded; then `URL`'s encoding is used.
- */
-function requestTarget(url: string, parsed: URL): string {
-  const afterAuthority = url.slice(url.indexOf('//') + 2 + authorityOf(url).length);
-  const raw = afterAuthority.slice(0, firstIndexOf(afterAuthority, ['#']));
-  const target = raw.startsWith('/') ? raw : '/' + raw;
-  return /^[\x21-\x7e]*$/.test(target) ? target : parsed.pathname + parsed.search;
-}
-
-function isRedirect(status: number): boolean {
-  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
-}
-
-function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'),
-  );
 }
 
 function unreachable(label: string, why: string, cause?: unknown): BtyError {

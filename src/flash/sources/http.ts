@@ -10,11 +10,11 @@
  *
  * HTTP/1.1 only: CDNs reset long HTTP/2 streams when a signed URL expires mid-transfer.
  */
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BtyError } from '../../core/errors.ts';
 import { basenameOf } from '../../core/formats.ts';
+import { HttpTransportError, openHttp } from '../../net/http-client.ts';
 import type { ImageSource } from './source.ts';
 
 export interface HttpSourceOptions {
@@ -36,7 +36,6 @@ export interface HttpSourceOptions {
 }
 
 const MAX_REDIRECTS = 10;
-const USER_AGENT = 'bty';
 
 interface Validators {
   etag: string | null;
@@ -265,74 +264,38 @@ export class HttpSource implements ImageSource {
     extra: { range?: string; ifRange?: string },
     signal: AbortSignal,
   ): Promise<OpenResponse> {
-    let url = start;
-    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const res = await this.requestOnce(method, url, extra, signal);
-      const status = res.statusCode ?? 0;
-      const location = header(res, 'location');
-      if ([301, 302, 303, 307, 308].includes(status) && location) {
-        res.resume();
-        const next = new URL(location, url);
-        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-          throw new BtyError(
-            'BTY_ERR_SOURCE_UNREACHABLE',
-            `${this.display} redirects to an unsupported URL (${next.protocol})`,
-          );
-        }
-        url = next.toString();
-        continue;
-      }
-      return { res, url };
-    }
-    throw new BtyError('BTY_ERR_SOURCE_UNREACHABLE', `too many redirects fetching ${this.display}`);
-  }
-
-  private requestOnce(
-    method: 'GET' | 'HEAD',
-    url: string,
-    extra: { range?: string; ifRange?: string },
-    signal: AbortSignal,
-  ): Promise<http.IncomingMessage> {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new BtyError('BTY_ERR_BAD_INPUT', `not a valid URL: ${url}`);
-    }
-    const lib = parsed.protocol === 'https:' ? https : http;
-    const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: '*/*' };
-    // Credentials for the origin never follow a redirect to another host (CDN, signed URL).
-    // Same origin = same scheme, host and port: https -> http keeps nothing either.
-    if (this.opts.headers && parsed.origin === new URL(this.url).origin) {
-      Object.assign(headers, this.opts.headers);
-    }
+    const headers: Record<string, string> = { accept: '*/*' };
     if (extra.range) headers.range = extra.range;
     if (extra.ifRange) headers['if-range'] = extra.ifRange;
-    return new Promise((resolve, reject) => {
-      const req = lib.request(parsed, { method, headers, agent: false, signal }, resolve);
-      req.setTimeout(this.opts.idleTimeoutMs, () => {
-        req.destroy(new RetryableError(`no answer for ${this.opts.idleTimeoutMs / 1000} s`));
+    try {
+      return await openHttp(start, {
+        method,
+        headers,
+        ...(this.opts.headers ? { credentials: this.opts.headers } : {}),
+        credentialsOrigin: this.url,
+        signal,
+        idleTimeoutMs: this.opts.idleTimeoutMs,
+        maxRedirects: MAX_REDIRECTS,
       });
-      req.on('error', (err) => {
-        const code = (err as NodeJS.ErrnoException).code ?? '';
-        if (signal.aborted && !(err instanceof RetryableError)) reject(err);
-        else if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-          // Retrying cannot fix an untrusted certificate: say so at once.
-          reject(
-            new BtyError(
-              'BTY_ERR_SOURCE_UNREACHABLE',
-              `the TLS certificate of ${parsed.host} is not trusted (${code}): ${err.message}`,
-              {
-                hint:
-                  'Install the CA that signed it (system store, or NODE_EXTRA_CA_CERTS=ca.pem), ' +
-                  'or use a correctly signed URL.',
-              },
-            ),
-          );
-        } else reject(new RetryableError(code || err.message));
-      });
-      req.end();
-    });
+    } catch (err) {
+      if (!(err instanceof HttpTransportError)) throw err;
+      if (err.kind === 'network' || err.kind === 'timeout') {
+        throw new RetryableError(err.code ?? err.message);
+      }
+      if (err.kind === 'tls') {
+        // Retrying cannot fix an untrusted certificate: say so at once.
+        throw new BtyError(
+          'BTY_ERR_SOURCE_UNREACHABLE',
+          `the TLS certificate of ${new URL(start).host} is not trusted (${err.code}): ${err.message}`,
+          {
+            hint:
+              'Install the CA that signed it (system store, or NODE_EXTRA_CA_CERTS=ca.pem), ' +
+              'or use a correctly signed URL.',
+          },
+        );
+      }
+      throw new BtyError('BTY_ERR_SOURCE_UNREACHABLE', `${this.display}: ${err.message}`);
+    }
   }
 
   /**
