@@ -59,7 +59,6 @@ export class PhaseMeter {
   private lastEmit = 0;
   bytesDone = 0;
   sourceBytesDone = 0;
-  resumes = 0;
 
   readonly phase: FlashPhase;
   bytesTotal: number | null;
@@ -68,6 +67,8 @@ export class PhaseMeter {
   private readonly intervalMs: number;
   private readonly windowMs: number;
   private readonly now: () => number;
+  /** Resumes so far, read from whoever counts them (the image source). */
+  private readonly resumes: () => number;
 
   constructor(
     phase: FlashPhase,
@@ -78,6 +79,7 @@ export class PhaseMeter {
       intervalMs?: number;
       windowMs?: number;
       now?: () => number;
+      resumes?: () => number;
     } = {},
   ) {
     this.phase = phase;
@@ -87,6 +89,7 @@ export class PhaseMeter {
     this.intervalMs = options.intervalMs ?? 250;
     this.windowMs = options.windowMs ?? 3000;
     this.now = options.now ?? (() => performance.now());
+    this.resumes = options.resumes ?? (() => 0);
   }
 
   /** Records progress; emits at most once per interval unless `force`. */
@@ -124,7 +127,7 @@ export class PhaseMeter {
       bytes_total: this.bytesTotal,
       rate_bps: Math.round(rate),
       eta_seconds: eta === null ? null : Math.round(eta),
-      resumes: this.resumes,
+      resumes: this.resumes(),
     };
     if (this.sourceBytesTotal !== null || this.sourceBytesDone > 0) {
       event.source_bytes_done = this.sourceBytesDone;

@@ -96,11 +96,12 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
   const onProgress = request.onProgress;
   let writing = false;
   let onDisk = true;
-  let resumes = 0;
+  let source: ImageSource | null = null;
   try {
     mark(onProgress, 'resolve');
     const prepared = await prepareFlash({ ...request, signal });
-    const { plan, source } = prepared;
+    const { plan } = prepared;
+    source = prepared.source;
     onDisk = plan.target.kind === 'block';
     assertPlanAllowed(plan);
     const base: Omit<FlashResult, 'seconds'> = {
@@ -132,11 +133,10 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
     const outcome = await execute(prepared, request, signal, () => {
       writing = true;
     });
-    resumes = source.resumes;
     return {
       ...base,
       ...outcome,
-      resumes,
+      resumes: source.resumes,
       seconds: (performance.now() - started) / 1000,
       notes: [...base.notes, ...outcome.notes],
     };
@@ -144,7 +144,7 @@ export async function flash(request: FlashRequest): Promise<FlashResult> {
     const failure = signal.aborted
       ? cancelled(writing, onDisk)
       : asFlashError(err, writing && onDisk);
-    mark(onProgress, 'failed', { message: failure.message, resumes });
+    mark(onProgress, 'failed', { message: failure.message, resumes: source?.resumes ?? 0 });
     throw failure;
   }
 }
@@ -282,7 +282,8 @@ async function execute(
   if (plan.image.format === 'qcow2') return executeQcow2(prepared, request, signal, startedWriting);
 
   const onProgress = request.onProgress;
-  const meter = new PhaseMeter('write', (e) => onProgress?.({ ...e, resumes: source.resumes }), {
+  const meter = new PhaseMeter('write', (e) => onProgress?.(e), {
+    resumes: () => source.resumes,
     bytesTotal: plan.image.virtual_size_bytes,
     sourceBytesTotal: source.size,
   });
@@ -438,7 +439,8 @@ async function stageDownload(
   temporaryPaths.add(dir);
   const file = join(dir, 'image.qcow2');
   const hash = plan.image.sha256 ? createHash('sha256') : null;
-  const meter = new PhaseMeter('download', (e) => onProgress?.({ ...e, resumes: source.resumes }), {
+  const meter = new PhaseMeter('download', (e) => onProgress?.(e), {
+    resumes: () => source.resumes,
     bytesTotal: source.size,
     sourceBytesTotal: source.size,
   });
@@ -493,7 +495,10 @@ async function executeQcow2(
     // Hold the device exclusively while qemu-img writes: nothing can mount it meanwhile.
     const guard = isBlock ? await openTarget(plan) : null;
     startedWriting();
-    const meter = new PhaseMeter('write', (e) => onProgress?.(e), { bytesTotal: virtual });
+    const meter = new PhaseMeter('write', (e) => onProgress?.(e), {
+      bytesTotal: virtual,
+      resumes: () => source.resumes,
+    });
     try {
       await convertQcow2(imagePath, writePath(plan), isBlock, {
         signal,

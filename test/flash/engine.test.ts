@@ -234,13 +234,17 @@ describe('HTTP edge cases', () => {
       { body: { file: image.path } },
       { cutEveryBytes: MiB, ignoreRange: true },
     );
+    const events: FlashProgress[] = [];
     const err = await flash({
       source: server.urlFor('/ign.img.gz'),
       target,
       http: FAST_HTTP,
+      onProgress: (e) => events.push(e),
     }).catch((e: unknown) => e);
     expect((err as BtyError).code).toBe('BTY_ERR_SOURCE_CHANGED');
     expect((err as BtyError).message).toMatch(/ignores Range/);
+    // The failure is reported as a phase, with the resume that was attempted.
+    expect(events.at(-1)).toMatchObject({ phase: 'failed', resumes: 1 });
   });
 
   it('a server that ignores If-Range but changed the object is caught by its ETag', async () => {
