@@ -25,6 +25,11 @@ export function registerSourceScheme(scheme: string, opener: SourceOpener): void
   extraSchemes.set(scheme.toLowerCase(), opener);
 }
 
+/**
+ * The scheme of an image source, or null for a local path. Only `scheme://` counts, unlike the
+ * catalog's Python-compatible `urlScheme`: an image file named `debian:13.img` is a path
+ * (the catalog rule, kept for upstream parity, would read it as scheme `debian`).
+ */
 export function sourceScheme(src: string): string | null {
   const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(src);
   return m ? m[1]!.toLowerCase() : null;
