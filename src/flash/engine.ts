@@ -28,6 +28,7 @@ import {
 } from './plan.ts';
 import { SparseSink, type SinkResult } from './sinks/sparse-sink.ts';
 import { explainDecompressError, createDecompressor } from './transforms/decompress.ts';
+import { DecodeInto, decodeIntoSupported } from './transforms/decode-into.ts';
 import { probeTarget, type TargetInfo } from './target.ts';
 import { registerUefiBootEntry, settleBlockDevice } from './housekeeping.ts';
 import { dropCache, verifyWritten } from './verify.ts';
@@ -43,6 +44,8 @@ export interface FlashRequest extends PlanRequest {
   onProgress?: ProgressListener;
   /** Tuning for tests and benchmarks. */
   blockSize?: number;
+  /** false: decode gzip/zstd through a zlib stream instead of into the sink (tests). */
+  decodeInPlace?: boolean;
 }
 
 export interface FlashResult {
@@ -322,10 +325,26 @@ async function execute(
         yield chunk;
       }
     };
-    const decompressor = createDecompressor(plan.image.format, plan.image.source);
+    const format = plan.image.format;
+    const decodeInPlace =
+      (format === 'img.gz' || format === 'img.zst') &&
+      request.decodeInPlace !== false &&
+      decodeIntoSupported();
+    const decompressor = decodeInPlace ? null : createDecompressor(format, plan.image.source);
     try {
-      if (decompressor) await pipeline(source.stream(signal), tap, decompressor, sink, { signal });
-      else if (source instanceof FileSource) {
+      if (decodeInPlace) {
+        // gzip and zstd decode straight into the sink's staging buffers (see decode-into.ts).
+        const chunks =
+          source instanceof FileSource ? source.reusedChunks(signal) : source.stream(signal);
+        const decoder = new DecodeInto(format, tap(chunks));
+        try {
+          await sink.fillFrom(decoder.read, () => {}, signal);
+        } finally {
+          await decoder.close();
+        }
+      } else if (decompressor) {
+        await pipeline(source.stream(signal), tap, decompressor, sink, { signal });
+      } else if (source instanceof FileSource) {
         // A local raw image is read straight into the sink's buffers: no per-chunk allocation.
         await source.readInto(sink, signal, (chunk) => {
           hash?.update(chunk);

@@ -6,6 +6,7 @@ import { BtyError } from '../../core/errors.ts';
 import type { ImageSource } from './source.ts';
 
 const READ_CHUNK = 4 << 20;
+const REUSED_CHUNK = 1 << 20;
 
 export type PositionalRead = (buf: Buffer, offset: number, length: number) => Promise<number>;
 
@@ -94,5 +95,25 @@ export class FileSource implements ImageSource {
 
   stream(signal: AbortSignal): AsyncIterable<Buffer> {
     return createReadStream(this.localPath, { highWaterMark: READ_CHUNK, signal });
+  }
+
+  /**
+   * The whole file in chunks that all share one buffer: a chunk is valid only until the next
+   * one is asked for. For a consumer that is done with each chunk before it pulls the next (the
+   * in-place decoder), this reads a compressed image without allocating per chunk.
+   */
+  async *reusedChunks(signal: AbortSignal, chunkSize = REUSED_CHUNK): AsyncGenerator<Buffer> {
+    const fh = await open(this.localPath, 'r');
+    try {
+      const buf = Buffer.allocUnsafeSlow(chunkSize);
+      for (;;) {
+        signal.throwIfAborted();
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) return;
+        yield buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await fh.close();
+    }
   }
 }

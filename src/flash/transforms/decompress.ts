@@ -1,12 +1,16 @@
 /**
- * The decompression stage for a streamed image: gzip and zstd in-process (Node's zlib), xz and
+ * The stream decompression stage for an image: gzip in-process (Node's zlib), zstd, xz and
  * bzip2 through their programs. Corrupt or truncated input fails with BTY_ERR_DECOMPRESS.
+ *
+ * gzip and zstd normally skip this stage and decode straight into the sink (decode-into.ts);
+ * this is their fallback when Node's zlib internals are not as expected.
  */
 import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { BtyError } from '../../core/errors.ts';
 import type { ImageFormat } from '../../core/formats.ts';
 import { programStage } from './child-process.ts';
+import { ZSTD_WINDOW_LOG_MAX } from './decode-into.ts';
 
 /**
  * Output chunk size of the zlib stages: big chunks mean fewer callbacks and larger writes, and
@@ -14,7 +18,6 @@ import { programStage } from './child-process.ts';
  * docs/performance.md for the measurements behind this value).
  */
 const ZLIB_CHUNK = 4 << 20;
-const ZSTD_WINDOW_LOG_MAX = 27;
 
 function corrupt(format: string, display: string, why: string): BtyError {
   return new BtyError(
@@ -33,11 +36,12 @@ export function createDecompressor(format: ImageFormat, display: string): Duplex
     case 'img.gz':
       return zlib.createGunzip({ chunkSize: ZLIB_CHUNK });
     case 'img.zst':
-      return zlib.createZstdDecompress({
-        chunkSize: ZLIB_CHUNK,
-        // Accept `zstd --long` images (128 MiB window, like `zstd -d` with --long); larger
-        // windows are refused with a clear message rather than allocated silently.
-        params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_WINDOW_LOG_MAX },
+      // Not Node's zstd stream: it stops after the first frame, and an image made by pzstd or
+      // by concatenating files has several. The zstd program reads them all; its default
+      // memory limit is the same 128 MiB window the in-place decoder accepts.
+      return programStage('zstd', ['--decompress', '--stdout', '--quiet'], {
+        debianPackage: 'zstd',
+        onFailure: (exit, stderr) => corrupt('zstd', display, stderr || `zstd exited with ${exit}`),
       });
     case 'img.xz':
       return programStage('xz', ['--decompress', '--stdout', '--threads=0'], {
