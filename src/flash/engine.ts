@@ -46,6 +46,8 @@ export interface FlashRequest extends PlanRequest {
   blockSize?: number;
   /** false: decode gzip/zstd through a zlib stream instead of into the sink (tests). */
   decodeInPlace?: boolean;
+  /** false: write through the page cache only, never O_DIRECT (tests). */
+  directIo?: boolean;
 }
 
 export interface FlashResult {
@@ -293,18 +295,22 @@ async function execute(
   const isBlock = plan.target.kind === 'block';
   const fh = await openTarget(plan);
   startedWriting();
+  const direct = request.directIo === false ? null : await openDirect(plan);
   const hash = plan.image.sha256 ? createHash('sha256') : null;
   let sourceBytes = 0;
   let committed = false;
   try {
+    const lbs = prepared.targetInfo.disk?.logical_block_size ?? 512;
     const sink = new SparseSink({
       fh,
+      direct,
+      directAlignment: Math.min(Math.max(4096, lbs), 64 << 10),
       path: plan.target.path,
       strategy: plan.target.zero_strategy,
       capacity: isBlock ? plan.target.size_bytes : null,
       expectedLength: plan.image.virtual_size_bytes,
       signal,
-      logicalBlockSize: prepared.targetInfo.disk?.logical_block_size ?? 512,
+      logicalBlockSize: lbs,
       hashWrittenData: plan.verify,
       onBytes: (bytes) => meter.update(bytes, sourceBytes),
       inspectFirst: (head) => {
@@ -360,6 +366,7 @@ async function execute(
     const sha256Verified = checkDigest(plan, hash);
 
     mark(onProgress, 'sync', { bytes_done: result.bytes, bytes_total: result.bytes });
+    await direct?.close();
     await fh.sync();
     await fh.close();
     await commitFile(plan);
@@ -395,9 +402,20 @@ async function execute(
     });
     return outcome(result, sourceBytes, sha256Verified, verified, notes);
   } finally {
+    await direct?.close().catch(() => {});
     await fh.close().catch(() => {});
     if (!committed) await abandonFile(plan);
   }
+}
+
+/**
+ * A second handle on the target with O_DIRECT, for the sink's aligned writes; null where the
+ * filesystem or device does not offer it (tmpfs, some FUSE and network filesystems). On a
+ * block device it is opened after the O_EXCL handle, which keeps holding the claim.
+ */
+async function openDirect(plan: FlashPlan): Promise<FileHandle | null> {
+  const flags = (plan.target.kind === 'block' ? fsc.O_RDWR : fsc.O_WRONLY) | fsc.O_DIRECT;
+  return open(writePath(plan), flags).catch(() => null);
 }
 
 function outcome(

@@ -562,3 +562,14 @@ describe('gzip and zstd decoding', () => {
     );
   });
 });
+
+describe('writes through the page cache only (no O_DIRECT handle)', () => {
+  it.each(targets)('raw and zst onto a %s target read back as the image', async (kind) => {
+    for (const format of ['img', 'img.zst'] as const) {
+      const target = await targetFor(kind, `buffered-${format}`);
+      const result = await flash({ source: files.get(format)!.path, target, directIo: false });
+      expect(result.image_bytes).toBe(IMAGE_BYTES);
+      expect(await sha256File(target, { length: IMAGE_BYTES })).toBe(raw.sha256);
+    }
+  });
+});

@@ -31,6 +31,8 @@ export interface LoopDeviceOptions {
   partitions?: boolean;
   /** Where the temp folder for the backing file is created (default: the OS temp folder). */
   backingDir?: string;
+  /** Logical sector size (`losetup -b`), e.g. 4096 for a 4Kn disk. */
+  sectorSize?: number;
 }
 
 export function isRoot(): boolean {
@@ -61,6 +63,7 @@ export async function createLoopDevice(options: LoopDeviceOptions): Promise<Loop
   const args = ['--find', '--show'];
   if (options.readOnly) args.push('-r');
   if (options.partitions) args.push('-P');
+  if (options.sectorSize) args.push('-b', String(options.sectorSize));
   let path: string;
   try {
     path = (await run('losetup', [...args, backingFile])).stdout.trim();
