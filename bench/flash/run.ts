@@ -323,6 +323,7 @@ async function resetTarget(
   setup: Setup,
   target: BenchTarget,
   source: string | null,
+  programs: string[][] = [],
 ): Promise<void> {
   if (target === 'file') await rm(targetPath(setup, 'file'), { force: true });
   // Discarding punches the loop's backing file back to holes: nobody inherits allocated blocks.
@@ -330,6 +331,26 @@ async function resetTarget(
   await dropCaches(setup.notes);
   if (source !== null && !setup.options.cold)
     await run('bash', ['-c', 'cat "$1" > /dev/null', '-', source]);
+  // The contender's own program was just dropped from the page cache too; start it once so
+  // what is timed is a flash, not loading Node or Python from disk (decision 12).
+  for (const argv of programs) await run(argv[0]!, argv.slice(1));
+}
+
+/** Commands that load a contender's programs without doing anything. */
+function warmUpFor(name: ContenderName, format: BenchFormat): string[][] {
+  switch (name) {
+    case 'ours':
+      return [[BTY, '--version']];
+    case 'bmaptool':
+      return [['bmaptool', '--version']];
+    case 'dd':
+      if (format === 'raw') return [['dd', '--version']];
+      return [
+        ['bash', '--version'],
+        [format === 'gz' ? 'gzip' : 'zstd', '--version'],
+        ['dd', '--version'],
+      ];
+  }
 }
 
 async function targetMatches(setup: Setup, target: BenchTarget): Promise<boolean> {
@@ -358,7 +379,7 @@ async function measureConfig(
     // Interleaved (ours, peer, bmaptool, ours, ...) so machine noise spreads over everyone.
     for (const c of contenders) {
       if (c.failure !== null) continue;
-      await resetTarget(setup, target, images.source[format]);
+      await resetTarget(setup, target, images.source[format], warmUpFor(c.name, format));
       log(`${format} -> ${target}: run ${i + 1}/${options.runs} of ${c.name}`);
       try {
         const t = await timed(commandFor(c.name, format, images, dest), timeFile);

@@ -10,8 +10,9 @@
  * - Only http(s) redirect targets are followed.
  * - HTTP/1.1 only: CDNs reset long HTTP/2 streams when a signed URL expires mid-transfer.
  */
-import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+// Types only: node:http and node:https are loaded on the first request. They take about 25 ms
+// to load, which every bty run would pay, including the many that never touch the network.
+import type { IncomingMessage, RequestOptions } from 'node:http';
 import { urlToHttpOptions } from 'node:url';
 import { firstIndexOf } from '../core/refs.ts';
 import { VERSION } from '../core/version.ts';
@@ -86,7 +87,7 @@ export async function openHttp(url: string, options: OpenHttpOptions): Promise<O
   }
 }
 
-function send(
+async function send(
   url: string,
   parsed: URL,
   headers: Record<string, string>,
@@ -100,7 +101,8 @@ function send(
     agent: false,
     ...(options.signal ? { signal: options.signal } : {}),
   };
-  const doRequest = parsed.protocol === 'https:' ? httpsRequest : httpRequest;
+  const { request: doRequest } =
+    parsed.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
     const req = doRequest(requestOptions, resolve);
     if (options.idleTimeoutMs !== undefined) {
