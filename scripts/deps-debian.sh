@@ -13,5 +13,22 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "bty setup: installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# These packages are tools, not services: keep their maintainer scripts from starting daemons
+# (docker-registry's would listen on :5000). invoke-rc.d and deb-systemd-invoke both honour
+# policy-rc.d (exit 101 = "do not run"). An existing policy, the admin's or a container's, stays.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# bty setup: installing tools, start no services\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+  trap 'exit 130' INT TERM
+fi
 apt-get update -qq >&2 || true
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# The tests start their own registry on a private port; the packaged service must not come up
+# at the next boot either (policy-rc.d only stops it starting now).
+for p in "${missing[@]}"; do
+  if [ "$p" = docker-registry ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable docker-registry.service >/dev/null 2>&1 || true
+  fi
+done

@@ -83,8 +83,8 @@ export async function fetchCatalogBytes(
   if (scheme === 'oras') {
     throw new BtyError(
       'BTY_ERR_SOURCE_SCHEME',
-      `oras:// catalogs are not supported by this version of bty yet: ${source}`,
-      { hint: 'Download the catalog and pass its local path, or use its http(s):// URL.' },
+      `oras:// support is not loaded in this program: ${source}`,
+      { hint: "Import 'bty-lab/oras' (or the package root) once before loading catalogs." },
     );
   }
   throw new BtyError(

@@ -27,7 +27,7 @@ export const registerCatalog: Register = (program, io, setExit) => {
       'load and validate a catalog from a local path, file://, http:// or https:// ' +
         '(the same checks the wizard applies)',
     )
-    .argument('<source>', 'catalog path or URL')
+    .argument('<source>', 'catalog path, http(s):// URL or oras:// reference')
     .option('--json', 'print one JSON document instead of a table')
     .action(
       action(

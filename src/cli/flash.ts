@@ -15,6 +15,7 @@ interface FlashOptions {
   verify?: boolean;
   dryRun?: boolean;
   json?: boolean;
+  platform?: string;
 }
 
 export function describePlan(plan: FlashPlan): string {
@@ -96,13 +97,16 @@ async function askConfirmation(
 export const registerFlash: Register = (program, io, setExit) => {
   program
     .command('flash')
-    .description('write an image (path, file://, http(s):// URL) to a disk or a regular file')
-    .argument('<source>', 'image: local path, file://, http:// or https:// URL')
+    .description(
+      'write an image (path, file://, http(s):// URL, oras:// reference) to a disk or a file',
+    )
+    .argument('<source>', 'image: local path, file://, http(s):// URL or oras:// reference')
     .argument('<target>', 'whole-disk block device (see `bty disks`) or a regular file')
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
     .option('--sha256 <hex>', 'expected sha256 of the source bytes (checked on the wire)')
     .addOption(formatOption())
     .option('--verify', 'read back what was written and compare')
+    .option('--platform <os/arch>', 'for a multi-platform oras:// index (default: this machine)')
     .option('--dry-run', 'resolve and validate everything, write nothing')
     .option('--json', 'JSON lines: progress events, then a result (or error) object')
     .action(
@@ -136,6 +140,7 @@ export const registerFlash: Register = (program, io, setExit) => {
               target,
               format: opts.format ?? null,
               sha256: opts.sha256 ?? null,
+              platform: opts.platform ?? null,
               verify: Boolean(opts.verify),
               dryRun: Boolean(opts.dryRun),
               signal: controller.signal,

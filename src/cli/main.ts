@@ -8,6 +8,8 @@ import { registerDisks } from './disks.ts';
 import { registerInspect } from './inspect.ts';
 import { registerCatalog } from './catalog.ts';
 import { registerFlash } from './flash.ts';
+// Plugs oras:// into image sources and catalog loading.
+import '../oras/index.ts';
 
 const EXIT_CODES_HELP = `
 Exit codes:
@@ -22,6 +24,10 @@ Environment:
   BTY_IMAGE_ROOT           local image folder (default /var/lib/bty/images)
   BTY_TMPDIR               where a qcow2 downloaded from a URL is staged
   BTY_REGISTER_UEFI_BOOT   1/true/yes/on: add a one-shot UEFI boot entry after a flash
+  BTY_ORAS_USERNAME        with BTY_ORAS_PASSWORD: the login for oras:// registries
+                           (else ~/.docker/config.json auths)
+  BTY_ORAS_INSECURE        host:port,... registries to reach over plain HTTP
+                           (localhost and 127.0.0.0/8 always are)
 `;
 
 const COMMANDS: Register[] = [registerDisks, registerInspect, registerCatalog, registerFlash];

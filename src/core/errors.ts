@@ -65,7 +65,7 @@ export const ERRORS = {
     title: 'unsupported image source',
     exit: EXIT.usage,
     http: 400,
-    hint: 'Use a local path, file://, http:// or https:// (oras:// where supported).',
+    hint: 'Use a local path, file://, http://, https:// or oras://.',
   },
   BTY_ERR_SRC_INVALID: {
     title: 'source URL cannot be canonicalised',
@@ -150,6 +150,32 @@ export const ERRORS = {
     exit: EXIT.failure,
     http: 502,
     hint: 'Check the URL; the server refused it.',
+  },
+  BTY_ERR_ORAS_NOT_FOUND: {
+    title: 'no such artifact in the registry',
+    exit: EXIT.usage,
+    http: 404,
+    hint: 'Check the host, repository and tag (or digest) of the oras:// reference.',
+  },
+  BTY_ERR_ORAS_AUTH: {
+    title: 'the registry refused access',
+    exit: EXIT.failure,
+    http: 502,
+    hint:
+      'Log in for this registry (`~/.docker/config.json` auths, or BTY_ORAS_USERNAME and ' +
+      'BTY_ORAS_PASSWORD), or check that the repository allows anonymous pulls.',
+  },
+  BTY_ERR_ORAS_ARTIFACT: {
+    title: 'the artifact holds no disk image bty can use',
+    exit: EXIT.usage,
+    http: 400,
+    hint: 'Reference the disk-image artifact itself (or pass --platform for a multi-platform index).',
+  },
+  BTY_ERR_ORAS_REGISTRY: {
+    title: 'the registry answered something bty cannot use',
+    exit: EXIT.failure,
+    http: 502,
+    hint: 'The message carries what the registry sent; try again, or report it to the registry operator.',
   },
   BTY_ERR_SOURCE_CHANGED: {
     title: 'image changed on the server during the download',

@@ -29,7 +29,8 @@ const PROBE_TIMEOUT_MS = 60_000;
 /** Enough leading bytes for every magic, a zstd frame header and the qcow2 v3 header. */
 export const HEAD_BYTES = 128;
 
-export type FormatOrigin = 'option' | 'name' | 'hint';
+/** Where the format came from: --format, the name's suffix, a catalog hint, or the source's default. */
+export type FormatOrigin = 'option' | 'name' | 'hint' | 'default';
 
 export interface ResolvedFormat {
   format: ImageFormat;
@@ -45,6 +46,7 @@ export function resolveFormat(
   display: string,
   explicit?: string | null,
   hint?: string | null,
+  fallback?: ImageFormat | null,
 ): ResolvedFormat {
   if (explicit) {
     if (!isImageFormat(explicit)) {
@@ -61,6 +63,7 @@ export function resolveFormat(
     throw new BtyError('BTY_ERR_TARBALL', tarballMessage(display));
   }
   if (hint && isImageFormat(hint)) return { format: hint, from: 'hint' };
+  if (fallback) return { format: fallback, from: 'default' };
   throw new BtyError('BTY_ERR_FORMAT_UNKNOWN', unknownFormatMessage(display));
 }
 
@@ -243,7 +246,7 @@ export function normaliseSha256(value: string, what = '--sha256'): string {
 
 export interface ImageInspection {
   source: string;
-  kind: 'file' | 'http';
+  kind: 'file' | 'http' | 'oras';
   name: string;
   format: ImageFormat | null;
   format_from: FormatOrigin | null;
@@ -257,13 +260,18 @@ export interface ImageInspection {
   problems: Array<{ code: string; message: string }>;
   /** `qemu-img info` for local qcow2 images. */
   qemu_img_info?: Record<string, unknown>;
+  /** What an oras:// reference resolved to: layer digest, title, platform, manifest digest. */
+  resolved?: Record<string, string | number | null>;
 }
 
 export async function inspectImage(
   src: string,
-  options: { format?: string; http?: OpenSourceOptions['http'] } = {},
+  options: { format?: string; http?: OpenSourceOptions['http']; platform?: string } = {},
 ): Promise<ImageInspection> {
-  const source = await openImageSource(src, options.http ? { http: options.http } : {});
+  const source = await openImageSource(src, {
+    ...(options.http ? { http: options.http } : {}),
+    ...(options.platform ? { platform: options.platform } : {}),
+  });
   const head = await source.readHead(HEAD_BYTES);
   const result: ImageInspection = {
     source: source.display,
@@ -275,11 +283,18 @@ export async function inspectImage(
     size_bytes: source.size,
     virtual_size_bytes: null,
     arch: detectArch(source.name),
-    sha256: source.localPath ? await readSidecarSha256(source.localPath) : null,
+    sha256: source.digest ?? (source.localPath ? await readSidecarSha256(source.localPath) : null),
     problems: [],
+    ...(source.details ? { resolved: source.details } : {}),
   };
   try {
-    const { format, from } = resolveFormat(source.name, source.display, options.format);
+    const { format, from } = resolveFormat(
+      source.name,
+      source.display,
+      options.format,
+      null,
+      source.fallbackFormat,
+    );
     result.format = format;
     result.format_from = from;
     assertContentMatches(format, head, source.display);

@@ -38,6 +38,8 @@ export interface PlanRequest {
   sha256?: string | null;
   verify?: boolean;
   http?: OpenSourceOptions['http'];
+  /** For an OCI index: the platform to pick (`os/arch[/variant]`); default this machine's. */
+  platform?: string | null;
   /**
    * Where a qcow2 fetched from a URL is staged (default: BTY_TMPDIR, else the target file's
    * folder, else the system temp folder).
@@ -55,7 +57,7 @@ export interface Refusal {
 export interface FlashPlan {
   image: {
     source: string;
-    kind: 'file' | 'http';
+    kind: 'file' | 'http' | 'oras';
     name: string;
     format: ImageFormat;
     format_from: FormatOrigin;
@@ -64,7 +66,10 @@ export interface FlashPlan {
     virtual_size_bytes: number | null;
     arch: string | null;
     sha256: string | null;
-    sha256_from: 'option' | 'sidecar' | null;
+    /** option: --sha256 or a plan; sidecar: a .sha256 file; source: the registry's digest. */
+    sha256_from: 'option' | 'sidecar' | 'source' | null;
+    /** What the source resolved to (an oras:// reference: digest, title, platform). */
+    resolved: Record<string, string | number | null> | null;
   };
   target: {
     path: string;
@@ -106,12 +111,14 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
       digestKnown: expected !== null || request.http?.digestKnown === true,
       ...(request.signal ? { signal: request.signal } : {}),
     },
+    ...(request.platform ? { platform: request.platform } : {}),
   });
   const { format, from } = resolveFormat(
     source.name,
     source.display,
     request.format,
     request.formatHint,
+    source.fallbackFormat,
   );
   const head = await source.readHead(HEAD_BYTES);
   if (source.size === 0 || head.length === 0) {
@@ -122,6 +129,23 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
 
   let sha256 = expected;
   let shaFrom: FlashPlan['image']['sha256_from'] = expected ? 'option' : null;
+  if (source.digest) {
+    if (sha256 && sha256 !== source.digest) {
+      throw new BtyError(
+        'BTY_ERR_INTEGRITY',
+        `the expected sha256 ${sha256} is not the digest the source publishes for ` +
+          `${source.display} (sha256:${source.digest}); nothing was written`,
+        {
+          details: { expected: sha256, published: source.digest },
+          hint: 'Check the --sha256 value, or the reference: it names other bytes.',
+        },
+      );
+    }
+    if (!sha256) {
+      sha256 = source.digest;
+      shaFrom = 'source';
+    }
+  }
   if (!sha256 && source.localPath) {
     sha256 = await readSidecarSha256(source.localPath);
     if (sha256) shaFrom = 'sidecar';
@@ -188,6 +212,7 @@ export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash>
       arch: detectArch(source.name),
       sha256,
       sha256_from: shaFrom,
+      resolved: (source as ImageSource).details ?? null,
     },
     target: {
       path: request.target,

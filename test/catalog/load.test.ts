@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isBtyError, type ErrorCode } from '../../src/core/errors.ts';
+import { isBtyError, type BtyError, type ErrorCode } from '../../src/core/errors.ts';
 import {
   fetchHttpBody,
   loadCatalog,
@@ -280,9 +280,10 @@ describe('loadCatalog from local files and other schemes', () => {
     expect((await loadCatalog('./a:b.toml', { cwd: dir })).entries).toHaveLength(1);
   });
 
-  it('says oras:// catalogs are not supported yet', async () => {
+  it('without the oras module loaded, says how to load it', async () => {
     const err = await refusal(loadCatalog('oras://ghcr.io/o/c:1'), 'BTY_ERR_SOURCE_SCHEME');
-    expect(err.message).toContain('oras:// catalogs are not supported by this version');
+    expect(err.message).toContain('oras:// support is not loaded');
+    expect((err as BtyError).hint).toContain('bty-lab/oras');
   });
 
   it('lets another module plug in a scheme', async () => {

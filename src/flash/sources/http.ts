@@ -25,8 +25,13 @@ export interface HttpSourceOptions {
   /** First retry delay; doubles per consecutive failure up to `maxBackoffMs`. Default 250 ms. */
   backoffMs?: number;
   maxBackoffMs?: number;
-  /** Extra request headers (e.g. an OCI bearer token). */
+  /** Extra request headers (e.g. an OCI bearer token), sent to the URL's origin only. */
   headers?: Record<string, string>;
+  /**
+   * New credentials when the URL's own origin answers 401 (an expired registry token): the
+   * request is retried once with them.
+   */
+  refreshHeaders?: () => Promise<Record<string, string>>;
   /** Whether an expected digest will verify the bytes (allows resuming without validators). */
   digestKnown?: boolean;
   /** Called after each resume with the offset it continued from. */
@@ -105,8 +110,11 @@ export class HttpSource implements ImageSource {
   readonly display: string;
   readonly name: string;
   private readonly url: string;
-  private readonly opts: Required<Omit<HttpSourceOptions, 'onResume' | 'headers' | 'signal'>> &
-    Pick<HttpSourceOptions, 'onResume' | 'headers'> & { signal: AbortSignal };
+  private readonly opts: Required<
+    Omit<HttpSourceOptions, 'onResume' | 'headers' | 'signal' | 'refreshHeaders'>
+  > &
+    Pick<HttpSourceOptions, 'onResume' | 'refreshHeaders'> & { signal: AbortSignal };
+  private headers: Record<string, string> | undefined;
   /**
    * Where requests go: the URL the last redirect chain ended at. Sticking to it keeps a mirror
    * redirector from sending the probe and the download (or a resume) to different mirrors;
@@ -130,9 +138,10 @@ export class HttpSource implements ImageSource {
       maxBackoffMs: options.maxBackoffMs ?? 8_000,
       digestKnown: options.digestKnown ?? false,
       onResume: options.onResume,
-      headers: options.headers,
+      refreshHeaders: options.refreshHeaders,
       signal: options.signal ?? new AbortController().signal,
     };
+    this.headers = options.headers;
   }
 
   get size(): number | null {
@@ -254,6 +263,12 @@ export class HttpSource implements ImageSource {
       opened.res.resume();
       opened = await this.follow(this.url, method, extra, signal);
     }
+    if (opened.res.statusCode === 401 && opened.url === this.url && this.opts.refreshHeaders) {
+      // The credentials themselves expired (a registry token lives minutes): get new ones.
+      opened.res.resume();
+      this.headers = await this.opts.refreshHeaders();
+      opened = await this.follow(this.url, method, extra, signal);
+    }
     this.currentUrl = opened.url;
     return opened;
   }
@@ -271,7 +286,7 @@ export class HttpSource implements ImageSource {
       return await openHttp(start, {
         method,
         headers,
-        ...(this.opts.headers ? { credentials: this.opts.headers } : {}),
+        ...(this.headers ? { credentials: this.headers } : {}),
         credentialsOrigin: this.url,
         signal,
         idleTimeoutMs: this.opts.idleTimeoutMs,

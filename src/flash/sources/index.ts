@@ -14,6 +14,8 @@ export { HttpSource, type HttpSourceOptions } from './http.ts';
 
 export interface OpenSourceOptions {
   http?: HttpSourceOptions;
+  /** For an OCI index: the platform to pick (`os/arch[/variant]`). */
+  platform?: string;
 }
 
 export type SourceOpener = (src: string, options: OpenSourceOptions) => Promise<ImageSource>;
@@ -63,8 +65,8 @@ export async function openImageSource(
   if (scheme === 'oras') {
     throw new BtyError(
       'BTY_ERR_SOURCE_SCHEME',
-      `oras:// sources are not supported by this version of bty yet: ${src}`,
-      { hint: 'Use the blob URL over https://, or a local copy of the image.' },
+      `oras:// support is not loaded in this program: ${src}`,
+      { hint: "Import 'bty-lab/oras' (or the package root) once before flashing." },
     );
   }
   throw new BtyError(
