@@ -87,8 +87,11 @@ export interface TokenScope {
 export type TokenPolicy = (scope: TokenScope, basicUser: string | null) => string[];
 
 export interface RegistryOptions {
-  /** Default 'none'. */
-  auth?: 'none' | 'token';
+  /**
+   * Default 'none'. 'htpasswd': the registry itself asks for Basic auth (its htpasswd access
+   * controller) and accepts `basicUsers`.
+   */
+  auth?: 'none' | 'token' | 'htpasswd';
   /**
    * Default: anonymous requests get `pull`, requests with valid Basic credentials get every action
    * they ask for. Whatever it returns is limited to the requested actions.
@@ -133,6 +136,8 @@ export interface Registry {
 /** What the push helpers need that tests should not see. */
 interface Internals {
   admin: { user: string; password: string } | null;
+  /** With htpasswd auth: the harness's own Basic login for pushes. */
+  basic: string | null;
   tokens: Map<string, { token: string; expiresAt: number }>;
 }
 
@@ -160,7 +165,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
   try {
     await mkdir(storageDir);
     const admin =
-      options.auth === 'token'
+      options.auth === 'token' || options.auth === 'htpasswd'
         ? { user: `bty-harness-admin-${randomUUID()}`, password: randomBytes(16).toString('hex') }
         : null;
     const config: Record<string, unknown> = {
@@ -179,7 +184,18 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
         headers: { 'X-Content-Type-Options': ['nosniff'] },
       },
     };
-    if (admin) {
+    if (admin && options.auth === 'htpasswd') {
+      // bcrypt entries, the only kind distribution accepts, made by Apache's htpasswd.
+      const users = { ...options.basicUsers, [admin.user]: admin.password };
+      const lines: string[] = [];
+      for (const [user, password] of Object.entries(users)) {
+        const { stdout } = await run('htpasswd', ['-nbB', user, password]);
+        lines.push(stdout.trim());
+      }
+      const htpasswdFile = join(dir, 'htpasswd');
+      await writeFile(htpasswdFile, lines.join('\n') + '\n');
+      config.auth = { htpasswd: { realm: 'bty-test-registry', path: htpasswdFile } };
+    } else if (admin) {
       const key = await makeSigningKey(dir);
       tokenServer = await startTokenServer({
         key,
@@ -231,7 +247,11 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
       logs: () => log.slice(-LOG_TAIL_BYTES),
       stop,
     };
-    internals.set(registry, { admin, tokens: new Map() });
+    const basic =
+      admin && options.auth === 'htpasswd'
+        ? `Basic ${Buffer.from(`${admin.user}:${admin.password}`).toString('base64')}`
+        : null;
+    internals.set(registry, { admin, basic, tokens: new Map() });
     return registry;
   } catch (err) {
     await stop();
@@ -619,6 +639,7 @@ async function call(
 async function authorization(reg: Registry, repo: string): Promise<Record<string, string>> {
   const state = internals.get(reg);
   if (!state) throw new Error('registry: not a Registry made by startRegistry');
+  if (state.basic) return { Authorization: state.basic };
   if (!state.admin || !reg.tokenUrl || !reg.service) return {};
   const cached = state.tokens.get(repo);
   if (cached && cached.expiresAt > Date.now()) return { Authorization: `Bearer ${cached.token}` };

@@ -277,3 +277,52 @@ describe('resolveOras with token auth', () => {
     expect(err.message).toContain('BTY_ORAS_USERNAME');
   });
 });
+
+describe('resolveOras with a registry that asks for Basic auth', () => {
+  let basic: Registry;
+  beforeAll(async () => {
+    basic = await startRegistry({ auth: 'htpasswd', basicUsers: { bob: 'builder' } });
+    await pushArtifact(basic, 'team/disk', '1', {
+      layers: [{ data: disk, mediaType: OCTET, title: 'team.img' }],
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await basic?.stop();
+  });
+
+  it('without a login: BTY_ERR_ORAS_AUTH saying a login is needed', async () => {
+    const err = await failure(
+      resolveOras(`oras://${basic.host}/team/disk:1`, { ...QUICK, env: {} }),
+    );
+    expect(err.code).toBe('BTY_ERR_ORAS_AUTH');
+    expect(err.message).toMatch(/asks for a login \(Basic\)/);
+  });
+
+  it('with a login: the manifest and the blob are fetched with it', async () => {
+    const r = await resolveOras(`oras://${basic.host}/team/disk:1`, {
+      ...QUICK,
+      env: { BTY_ORAS_USERNAME: 'bob', BTY_ORAS_PASSWORD: 'builder' },
+    });
+    expect(r.title).toBe('team.img');
+    const res = await fetch(r.blobUrl, { headers: await r.client.credentials() });
+    expect(Buffer.from(await res.arrayBuffer()).equals(disk)).toBe(true);
+  });
+});
+
+it('a Docker manifest list is followed like an OCI index', async () => {
+  const a = await pushDockerV2(reg, 'os/dlist', null, disk);
+  const b = await pushDockerV2(reg, 'os/dlist', null, other);
+  const entry = (d: typeof a, architecture: string) => ({
+    digest: d.digest,
+    size: d.size,
+    mediaType: MEDIA_TYPES.dockerManifest,
+    platform: { os: 'linux', architecture },
+  });
+  await pushIndex(reg, 'os/dlist', 'list', [entry(a, 'amd64'), entry(b, 'arm64')], 'docker');
+  const r = await resolveOras(`oras://${reg.host}/os/dlist:list`, {
+    ...QUICK,
+    platform: 'linux/arm64',
+  });
+  expect(r.platform).toBe('linux/arm64');
+  expect(r.digest).toBe(b.layers[0]!.digest);
+});
