@@ -26,6 +26,7 @@ Environment:
   BTY_REGISTER_UEFI_BOOT   1/true/yes/on: add a one-shot UEFI boot entry after a flash
   BTY_ORAS_USERNAME        with BTY_ORAS_PASSWORD: the login for oras:// registries
                            (else ~/.docker/config.json auths)
+  BTY_ORAS_REGISTRY        host:port,... the registries that login is for (default: all)
   BTY_ORAS_INSECURE        host:port,... registries to reach over plain HTTP
                            (localhost and 127.0.0.0/8 always are)
 `;

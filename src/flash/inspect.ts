@@ -21,7 +21,12 @@ import {
   type SniffedKind,
 } from '../core/formats.ts';
 import { readSidecarSha256 } from './images.ts';
-import { openImageSource, type ImageSource, type OpenSourceOptions } from './sources/index.ts';
+import {
+  assertPlatformApplies,
+  openImageSource,
+  type ImageSource,
+  type OpenSourceOptions,
+} from './sources/index.ts';
 
 const run = promisify(execFile);
 const PROBE_TIMEOUT_MS = 60_000;
@@ -268,6 +273,7 @@ export async function inspectImage(
   src: string,
   options: { format?: string; http?: OpenSourceOptions['http']; platform?: string } = {},
 ): Promise<ImageInspection> {
+  assertPlatformApplies(src, options.platform);
   const source = await openImageSource(src, {
     ...(options.http ? { http: options.http } : {}),
     ...(options.platform ? { platform: options.platform } : {}),

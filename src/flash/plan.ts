@@ -17,6 +17,7 @@ import {
   type FormatOrigin,
 } from './inspect.ts';
 import {
+  assertPlatformApplies,
   FileSource,
   openImageSource,
   type ImageSource,
@@ -105,6 +106,7 @@ export interface PreparedFlash {
  */
 export async function prepareFlash(request: PlanRequest): Promise<PreparedFlash> {
   const expected = request.sha256 ? normaliseSha256(request.sha256) : null;
+  assertPlatformApplies(request.source, request.platform);
   const source = await openImageSource(request.source, {
     http: {
       ...request.http,

@@ -43,6 +43,11 @@ export interface OpenHttpOptions {
   /** Fail a request that sends nothing for this long. */
   idleTimeoutMs?: number;
   maxRedirects: number;
+  /**
+   * Refuse a redirect from https to http instead of following it without credentials: for
+   * answers that cannot be verified afterwards (a registry manifest found by tag).
+   */
+  refuseDowngrade?: boolean;
 }
 
 export interface OpenedHttp {
@@ -81,6 +86,12 @@ export async function openHttp(url: string, options: OpenHttpOptions): Promise<O
       throw new HttpTransportError(
         'redirect-scheme',
         `redirected to an unsupported URL: ${next.href}`,
+      );
+    }
+    if (options.refuseDowngrade && parsed.protocol === 'https:' && next.protocol === 'http:') {
+      throw new HttpTransportError(
+        'redirect-scheme',
+        `refusing a redirect from https to plain http (${next.origin})`,
       );
     }
     current = next.href;

@@ -41,17 +41,31 @@ interface Challenge {
   params: Record<string, string>;
 }
 
-/** Parses `WWW-Authenticate` (one challenge; quoted or token parameter values). */
-export function parseChallenge(header: string | undefined): Challenge | null {
-  if (!header) return null;
-  const m = /^\s*([A-Za-z][A-Za-z0-9-]*)\s*(.*)$/s.exec(header);
-  if (!m) return null;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
-  for (const p of (m[2] ?? '').matchAll(re)) {
-    params[p[1]!.toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : (p[3] ?? '');
+/**
+ * Parses `WWW-Authenticate` into its challenges. Node joins repeated headers with ", ", so
+ * `Bearer realm="a",service="b", Basic realm="c"` is two challenges: a new one starts wherever
+ * a bare token is followed by whitespace and a parameter (not by `=`).
+ */
+export function parseChallenges(header: string | undefined): Challenge[] {
+  if (!header) return [];
+  const challenges: Challenge[] = [];
+  const re =
+    /\s*,?\s*(?:([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))|([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*))/gy;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(header)) !== null && m[0] !== '') {
+    if (m[4] !== undefined) {
+      challenges.push({ scheme: m[4].toLowerCase(), params: {} });
+    } else if (challenges.length > 0) {
+      const value = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : (m[3] ?? '');
+      challenges[challenges.length - 1]!.params[m[1]!.toLowerCase()] = value;
+    }
   }
-  return { scheme: m[1]!.toLowerCase(), params };
+  return challenges;
+}
+
+/** The first challenge of `header` (see parseChallenges). */
+export function parseChallenge(header: string | undefined): Challenge | null {
+  return parseChallenges(header)[0] ?? null;
 }
 
 function basic(login: Login): string {
@@ -111,8 +125,20 @@ export class RegistryClient {
     const once = () => this.send(method, url, headers);
     const attempt = retry ? () => this.withRetries(once) : once;
     let res = await attempt();
-    if (res.status === 401 && this.authorization !== null) {
-      await this.refreshCredentials();
+    if (res.status === 401) {
+      // An expired token, or a registry whose /v2/ is open but whose repositories are not:
+      // answer the challenge this response carries (or ask /v2/ again), once.
+      const challenge = authenticateHeader(res);
+      const answerable = parseChallenges(challenge).some(
+        (c) => (c.scheme === 'bearer' && c.params.realm) || c.scheme === 'basic',
+      );
+      if (answerable) {
+        await this.authorizeFrom(challenge);
+      } else if (this.authorization !== null) {
+        await this.refreshCredentials();
+      } else {
+        return res;
+      }
       res = await attempt();
     }
     return res;
@@ -162,6 +188,7 @@ export class RegistryClient {
         credentialsOrigin,
         signal: controller.signal,
         maxRedirects: 5,
+        refuseDowngrade: true,
       });
       const chunks: Buffer[] = [];
       let total = 0;
@@ -231,22 +258,27 @@ export class RegistryClient {
         { details: { status: probe.status } },
       );
     }
-    const raw: unknown = probe.headers['www-authenticate'];
-    const header = typeof raw === 'string' ? raw : undefined;
-    const challenge = parseChallenge(header);
+    await this.authorizeFrom(authenticateHeader(probe));
+  }
+
+  /** Meets a challenge: a Bearer token from its realm, or the Basic login. */
+  private async authorizeFrom(header: string | undefined): Promise<void> {
+    const challenges = parseChallenges(header);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
     const login = await this.loginForHost();
-    if (challenge?.scheme === 'basic') {
+    if (bearer) {
+      this.authorization = `Bearer ${await this.token(bearer.params, login)}`;
+      return;
+    }
+    if (challenges.some((c) => c.scheme === 'basic')) {
       if (!login) throw this.denied('it asks for a login (Basic) and none is configured');
       this.authorization = basic(login);
       return;
     }
-    if (challenge?.scheme !== 'bearer' || !challenge.params.realm) {
-      throw new BtyError(
-        'BTY_ERR_ORAS_REGISTRY',
-        `${this.host} asks for an authentication bty does not speak: ${header ?? '(no WWW-Authenticate)'}`,
-      );
-    }
-    this.authorization = `Bearer ${await this.token(challenge.params, login)}`;
+    throw new BtyError(
+      'BTY_ERR_ORAS_REGISTRY',
+      `${this.host} asks for an authentication bty does not speak: ${header ?? '(no WWW-Authenticate)'}`,
+    );
   }
 
   private async token(params: Record<string, string>, login: Login | null): Promise<string> {
@@ -257,6 +289,16 @@ export class RegistryClient {
       throw new BtyError(
         'BTY_ERR_ORAS_REGISTRY',
         `${this.host} names a bad token realm: ${params.realm}`,
+      );
+    }
+    if (realm.protocol === 'http:' && !isPlainHttpHost(realm.host, this.env)) {
+      throw new BtyError(
+        'BTY_ERR_ORAS_REGISTRY',
+        `${this.host} sends bty for a token to a plain-HTTP realm (${realm.origin}); ` +
+          'refusing to ask for one, or to send a login, in clear',
+        {
+          hint: 'If that token service really has no TLS, list it in BTY_ORAS_INSECURE as host:port.',
+        },
       );
     }
     if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
@@ -293,7 +335,9 @@ export class RegistryClient {
     }
     let body: Record<string, unknown>;
     try {
-      body = JSON.parse(res.body.toString('utf8')) as Record<string, unknown>;
+      const parsed: unknown = JSON.parse(res.body.toString('utf8'));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
+      body = parsed as Record<string, unknown>;
     } catch {
       throw new BtyError(
         'BTY_ERR_ORAS_REGISTRY',
@@ -318,4 +362,9 @@ export class RegistryClient {
       { details: { host: this.host, repository: this.repository } },
     );
   }
+}
+
+function authenticateHeader(res: RegistryResponse): string | undefined {
+  const raw: unknown = res.headers['www-authenticate'];
+  return typeof raw === 'string' ? raw : undefined;
 }

@@ -1,7 +1,8 @@
 /**
  * Where registry logins come from, and which registries may be spoken to over plain HTTP.
  *
- * Logins: `BTY_ORAS_USERNAME` / `BTY_ORAS_PASSWORD` (any registry), else the `auths` of the
+ * Logins: `BTY_ORAS_USERNAME` / `BTY_ORAS_PASSWORD` (any registry, or those listed in
+ * `BTY_ORAS_REGISTRY`), else the `auths` of the
  * Docker client configuration (`$DOCKER_CONFIG/config.json`, default `~/.docker/config.json`),
  * the file `docker login`, `oras login` and `podman login --compat-auth-file` write. Credential
  * helpers (`credsStore`) are not run: bty starts no programs to find passwords.
@@ -52,7 +53,17 @@ export async function loginFor(
 ): Promise<Login | null> {
   const user = env.BTY_ORAS_USERNAME;
   const password = env.BTY_ORAS_PASSWORD;
-  if (user && password !== undefined) {
+  // BTY_ORAS_REGISTRY (host[:port],...) limits the login to those registries, so a catalog
+  // naming another registry never receives it.
+  const scope = (env.BTY_ORAS_REGISTRY ?? '')
+    .split(',')
+    .map((h) => h.trim().toLowerCase())
+    .filter(Boolean);
+  if (
+    user &&
+    password !== undefined &&
+    (scope.length === 0 || scope.includes(host.toLowerCase()))
+  ) {
     return { username: user, password, from: 'BTY_ORAS_USERNAME/BTY_ORAS_PASSWORD' };
   }
   const dir = env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');

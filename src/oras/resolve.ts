@@ -128,7 +128,11 @@ export async function resolveOras(
   src: string,
   options: ResolveOptions = {},
 ): Promise<ResolvedArtifact> {
-  const ref = parseOrasRef(src);
+  const parsed = parseOrasRef(src);
+  // Canonical form: the host is case-insensitive (upstream lower-cases it too).
+  const ref: OrasRef = { ...parsed, host: parsed.host.toLowerCase() };
+  // A bad --platform is bad input even when the reference turns out not to be an index.
+  if (options.platform) parsePlatform(options.platform);
   const client = new RegistryClient(ref.host, ref.repository, options);
   const canonical = formatOrasRef(ref);
   const base = { ref: canonical, host: ref.host, repository: ref.repository, client };
@@ -185,7 +189,9 @@ export async function resolveOras(
   const layer = pickLayer(canonical, manifest);
   const digest = layer.digest as string;
   const size =
-    typeof layer.size === 'number' && Number.isSafeInteger(layer.size) ? layer.size : null;
+    typeof layer.size === 'number' && Number.isSafeInteger(layer.size) && layer.size >= 0
+      ? layer.size
+      : null;
   const annotations = (layer.annotations ?? {}) as Record<string, unknown>;
   const title = typeof annotations[TITLE] === 'string' ? annotations[TITLE] : null;
   return {
@@ -252,7 +258,7 @@ function parseManifest(
   if (status < 200 || status >= 300) throw statusError(client, ref, status, body, 'manifest');
   if (expectedDigest && `sha256:${sha256Hex(body)}` !== expectedDigest) {
     throw new BtyError(
-      'BTY_ERR_ORAS_REGISTRY',
+      'BTY_ERR_INTEGRITY',
       `${canonical}: the manifest the registry sent does not hash to ${expectedDigest}`,
     );
   }

@@ -16,8 +16,8 @@ export class OrasSource implements ImageSource {
   /** The layer title: its suffix names the format. Empty when the layer has none. */
   readonly name: string;
   readonly digest: string;
-  /** Upstream's convention for an untitled layer: gzip. */
-  readonly fallbackFormat: ImageFormat = 'img.gz';
+  /** Upstream's convention for an untitled layer: gzip. A titled one says what it is. */
+  readonly fallbackFormat: ImageFormat | null;
   readonly details: Record<string, string | number | null>;
   readonly resolved: ResolvedArtifact;
   private readonly blob: HttpSource;
@@ -27,6 +27,7 @@ export class OrasSource implements ImageSource {
     this.blob = blob;
     this.display = resolved.ref;
     this.name = resolved.title ?? '';
+    this.fallbackFormat = resolved.title === null ? 'img.gz' : null;
     this.digest = resolved.digest.slice('sha256:'.length);
     this.details = {
       digest: resolved.digest,
@@ -54,6 +55,9 @@ export class OrasSource implements ImageSource {
       headers: await client.credentials(),
       refreshHeaders: () => client.refreshCredentials(),
       digestKnown: true,
+      contentAddressed: true,
+      expectedSize: resolved.size,
+      refuseDowngrade: client.base.startsWith('https:'),
     });
     return new OrasSource(resolved, blob);
   }

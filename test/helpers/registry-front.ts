@@ -21,6 +21,12 @@ export interface FrontFaults {
   corruptAt?: number;
   /** Answer the next ranged blob GET (a resume) with 401 once, as for an expired token. */
   expireTokenOnResume?: boolean;
+  /** The status an expired CDN URL gets (default 403; object stores also send 400). */
+  expiredStatus?: number;
+  /** The CDN sends its own ETag and Last-Modified, as S3 or CloudFront do. */
+  cdnOwnValidators?: boolean;
+  /** Rewrite the host of the Bearer realm in WWW-Authenticate answers to this one. */
+  realmHost?: string;
 }
 
 export interface FrontRequest {
@@ -58,11 +64,24 @@ function forward(
   faults: FrontFaults,
   isBlob: boolean,
   record: FrontRequest,
+  fromCdn = false,
 ): void {
   const headers = { ...req.headers, host: new URL(upstream).host };
   const out = http.request(`${upstream}${path}`, { method: req.method ?? 'GET', headers }, (up) => {
     record.status = up.statusCode ?? 0;
-    res.writeHead(up.statusCode ?? 502, up.headers);
+    const headers = { ...up.headers };
+    if (fromCdn && faults.cdnOwnValidators) {
+      headers.etag = '"cdn-object-7f3a"';
+      headers['last-modified'] = 'Tue, 01 Sep 2026 10:00:00 GMT';
+    }
+    const challenge = headers['www-authenticate'];
+    if (faults.realmHost && typeof challenge === 'string') {
+      headers['www-authenticate'] = challenge.replace(
+        /realm="([a-z]+):\/\/[^/"]+/,
+        (_m, scheme: string) => `realm="${scheme}://${faults.realmHost}`,
+      );
+    }
+    res.writeHead(up.statusCode ?? 502, headers);
     if (!isBlob || req.method === 'HEAD') {
       up.pipe(res);
       return;
@@ -122,8 +141,8 @@ export async function startRegistryFront(
     const sig = url.searchParams.get('X-Sig') ?? '';
     const m = /^\/cdn(\/v2\/.+\/blobs\/sha256:[0-9a-f]{64})$/.exec(url.pathname);
     if (!m || (state.faults.oneTimeUrls && used.has(sig))) {
-      record.status = 403;
-      res.writeHead(403, { 'content-type': 'text/plain' }).end('signature expired\n');
+      record.status = state.faults.expiredStatus ?? 403;
+      res.writeHead(record.status, { 'content-type': 'text/plain' }).end('signature expired\n');
       return;
     }
     used.add(sig);
@@ -132,7 +151,7 @@ export async function startRegistryFront(
     delete req.headers.authorization;
     const grant = grants.get(sig);
     if (grant !== undefined) req.headers.authorization = grant;
-    forward(upstream, m[1]!, req, res, state.faults, true, record);
+    forward(upstream, m[1]!, req, res, state.faults, true, record, true);
   });
   const cdnHost = await listen(cdn);
 

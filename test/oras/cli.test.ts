@@ -145,6 +145,21 @@ describe('bty with oras://', () => {
     expect(r.stderr).toContain(error);
   });
 
+  it('--platform on a source that is not oras:// is refused (exit 2)', async () => {
+    const r = await runBty(
+      'flash',
+      zst.path,
+      join(dir, 'never.img'),
+      '--yes',
+      '--platform',
+      'linux/arm64',
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--platform applies to oras:\/\/ references only/);
+    const i = await runBty('inspect', zst.path, '--platform', 'linux/arm64');
+    expect(i.code).toBe(2);
+  });
+
   it('a --sha256 that contradicts the layer digest is refused before writing (exit 4)', async () => {
     const r = await runBty(
       'flash',

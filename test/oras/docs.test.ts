@@ -54,3 +54,25 @@ it('the curl-only publishing recipe in docs/oras.md produces an artifact bty fla
   expect(result.sha256_verified).toBe(true);
   expect(await sha256File(out)).toBe(raw.sha256);
 });
+
+it('... and with a push token in AUTH, against a registry that wants one', async () => {
+  const secured = await startRegistry({ auth: 'token', basicUsers: { pub: 'lisher' } });
+  try {
+    const url = new URL(secured.tokenUrl!);
+    url.searchParams.set('service', secured.service!);
+    url.searchParams.set('scope', 'repository:acme/images/debian:pull,push');
+    const res = await fetch(url, {
+      headers: { authorization: `Basic ${Buffer.from('pub:lisher').toString('base64')}` },
+    });
+    const { token } = (await res.json()) as { token: string };
+    const script = `AUTH=(-H "Authorization: Bearer $TOKEN")\n${await curlRecipe()}`;
+    await run('bash', ['-euo', 'pipefail', '-c', script], {
+      cwd: dir,
+      env: { ...process.env, REG: secured.url, REPO: 'acme/images/debian', TOKEN: token },
+    });
+    const resolved = await resolveOras(`oras://${secured.host}/acme/images/debian:13`);
+    expect(resolved.title).toBe('debian-13.img.zst');
+  } finally {
+    await secured.stop();
+  }
+});

@@ -69,9 +69,11 @@ beforeAll(async () => {
       layers: [{ file: files.get(f)!.path, mediaType: OCTET, title: `disk.${f}` }],
     });
   }
-  await pushArtifact(secured, 'os/disk', 'zst', {
-    layers: [{ file: files.get('img.zst')!.path, mediaType: OCTET, title: 'disk.img.zst' }],
-  });
+  for (const f of ['img', 'img.zst'] as const) {
+    await pushArtifact(secured, 'os/disk', f.replace('.', '-'), {
+      layers: [{ file: files.get(f)!.path, mediaType: OCTET, title: `disk.${f}` }],
+    });
+  }
   if (isRoot()) loop = await createLoopDevice({ sizeBytes: 20 * MiB });
 }, 120_000);
 
@@ -154,7 +156,7 @@ describe('through a CDN that misbehaves', () => {
     front.requests.length = 0;
     const out = await target('file', 'cdn-cut');
     const result = await flash({
-      source: `oras://${front.host}/os/disk:zst`,
+      source: `oras://${front.host}/os/disk:img-zst`,
       target: out,
       verify: true,
       http: FAST_HTTP,
@@ -176,7 +178,7 @@ describe('through a CDN that misbehaves', () => {
     const tokensBefore = secured.tokenRequests.length;
     const out = await target('file', 'token');
     const result = await flash({
-      source: `oras://${front.host}/os/disk:zst`,
+      source: `oras://${front.host}/os/disk:img-zst`,
       target: out,
       http: FAST_HTTP,
     });
@@ -186,17 +188,59 @@ describe('through a CDN that misbehaves', () => {
     expect(await sha256File(out, { length: IMAGE_BYTES })).toBe(raw.sha256);
   });
 
-  it('a corrupted blob fails the flash with BTY_ERR_INTEGRITY (exit 4)', async () => {
+  it('a CDN with its own ETag, whose expired URLs answer 400: resumed all the same', async () => {
+    front.faults = {
+      redirect: true,
+      oneTimeUrls: true,
+      cutEveryBytes: 3 * MiB,
+      cdnOwnValidators: true,
+      expiredStatus: 400,
+    };
+    front.requests.length = 0;
+    const out = await target('file', 'cdn-etag');
+    const result = await flash({
+      source: `oras://${front.host}/os/disk:img`,
+      target: out,
+      http: FAST_HTTP,
+    });
+    expect(result.resumes).toBeGreaterThan(2);
+    expect(result.sha256_verified).toBe(true);
+    expect(front.requests.some((r) => r.origin === 'cdn' && r.status === 400)).toBe(true);
+    expect(await sha256File(out, { length: IMAGE_BYTES })).toBe(raw.sha256);
+  });
+
+  it('a corrupted raw blob fails on its layer digest: BTY_ERR_INTEGRITY (exit 4)', async () => {
     front.faults = { corruptAt: 3 * MiB + 17 };
     const err = await failure(
       flash({
-        source: `oras://${front.host}/os/disk:zst`,
+        source: `oras://${front.host}/os/disk:img`,
         target: join(dir, 'corrupt.img'),
         http: FAST_HTTP,
       }),
     );
-    expect(['BTY_ERR_INTEGRITY', 'BTY_ERR_DECOMPRESS']).toContain(err.code);
+    expect(err.code).toBe('BTY_ERR_INTEGRITY');
     expect(err.exitCode).toBe(4);
+    expect(err.message).toContain(files.get('img')!.sha256);
+  });
+
+  it('a token realm on plain HTTP at a non-local host is refused, unless allowed', async () => {
+    // (A name, not 127.1: URL parsing turns numeric hosts back into 127.0.0.1.)
+    front.faults = { realmHost: 'tokens.invalid:8080' };
+    const err = await failure(
+      resolveOras(`oras://${front.host}/os/disk:img`, { env: {}, retryDelaysMs: [] }),
+    );
+    expect(err.code).toBe('BTY_ERR_ORAS_REGISTRY');
+    expect(err.message).toMatch(/plain-HTTP realm/);
+    expect(err.hint).toMatch(/BTY_ORAS_INSECURE/);
+    // Listed: bty does ask it (and here finds no such host).
+    const allowed = await failure(
+      resolveOras(`oras://${front.host}/os/disk:img`, {
+        env: { BTY_ORAS_INSECURE: 'tokens.invalid:8080' },
+        retryDelaysMs: [],
+      }),
+    );
+    expect(allowed.code).toBe('BTY_ERR_SOURCE_UNREACHABLE');
+    expect(allowed.message).toContain('token request to http://tokens.invalid:8080');
   });
 });
 

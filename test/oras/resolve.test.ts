@@ -68,6 +68,21 @@ describe('resolveOras on an open registry', () => {
     expect(r.blobUrl).toBe(`http://${reg.host}/v2/os/debian/blobs/${r.digest}`);
   });
 
+  it('the host is case-insensitive: the canonical reference has it in lower case', async () => {
+    const port = reg.host.split(':')[1]!;
+    const r = await resolveOras(`oras://LocalHost:${port}/os/debian:13`, QUICK);
+    expect(r.ref).toBe(`oras://localhost:${port}/os/debian:13`);
+    expect(r.title).toBe('debian-13.img.zst');
+  });
+
+  it('a malformed --platform is bad input even for a plain manifest', async () => {
+    const err = await failure(
+      resolveOras(`oras://${reg.host}/os/debian:13`, { ...QUICK, platform: 'linux' }),
+    );
+    expect(err.code).toBe('BTY_ERR_BAD_INPUT');
+    expect(err.exitCode).toBe(2);
+  });
+
   it('a Docker v2 manifest resolves to its (only) layer', async () => {
     const pushed = await pushDockerV2(reg, 'os/dockerish', 'v2', disk);
     const r = await resolveOras(`oras://${reg.host}/os/dockerish:v2`, QUICK);
@@ -262,6 +277,31 @@ describe('resolveOras with token auth', () => {
     const r = await resolveOras(`oras://${secured.host}/private/disk:1`, {
       ...QUICK,
       env: { DOCKER_CONFIG: config },
+    });
+    expect(r.title).toBe('secret.img');
+  });
+
+  it('BTY_ORAS_REGISTRY keeps the env login from registries it does not list', async () => {
+    const before = secured.tokenRequests.length;
+    const err = await failure(
+      resolveOras(`oras://${secured.host}/private/disk:1`, {
+        ...QUICK,
+        env: {
+          BTY_ORAS_USERNAME: 'alice',
+          BTY_ORAS_PASSWORD: 'wonderland',
+          BTY_ORAS_REGISTRY: 'registry.example:5000',
+        },
+      }),
+    );
+    expect(err.code).toBe('BTY_ERR_ORAS_AUTH');
+    expect(secured.tokenRequests.slice(before).every((t) => t.user === null)).toBe(true);
+    const r = await resolveOras(`oras://${secured.host}/private/disk:1`, {
+      ...QUICK,
+      env: {
+        BTY_ORAS_USERNAME: 'alice',
+        BTY_ORAS_PASSWORD: 'wonderland',
+        BTY_ORAS_REGISTRY: `registry.example:5000, ${secured.host}`,
+      },
     });
     expect(r.title).toBe('secret.img');
   });

@@ -34,6 +34,16 @@ export interface HttpSourceOptions {
   refreshHeaders?: () => Promise<Record<string, string>>;
   /** Whether an expected digest will verify the bytes (allows resuming without validators). */
   digestKnown?: boolean;
+  /**
+   * The URL names its content (an OCI blob by digest): validators are not compared and If-Range
+   * is not sent. A registry and the CDN it redirects to each send their own ETag for the same
+   * bytes; the digest checked on the wire is what guarantees them.
+   */
+  contentAddressed?: boolean;
+  /** The size the object must have (an OCI descriptor's): another size, or more bytes, fail. */
+  expectedSize?: number | null;
+  /** Refuse https → http redirects (see openHttp). */
+  refuseDowngrade?: boolean;
   /** Called after each resume with the offset it continued from. */
   onResume?: (offset: number, reason: string) => void;
   /** Cancels the metadata requests (probe, head); the stream takes its own signal. */
@@ -111,9 +121,12 @@ export class HttpSource implements ImageSource {
   readonly name: string;
   private readonly url: string;
   private readonly opts: Required<
-    Omit<HttpSourceOptions, 'onResume' | 'headers' | 'signal' | 'refreshHeaders'>
+    Omit<HttpSourceOptions, 'onResume' | 'headers' | 'signal' | 'refreshHeaders' | 'expectedSize'>
   > &
-    Pick<HttpSourceOptions, 'onResume' | 'refreshHeaders'> & { signal: AbortSignal };
+    Pick<HttpSourceOptions, 'onResume' | 'refreshHeaders'> & {
+      signal: AbortSignal;
+      expectedSize: number | null;
+    };
   private headers: Record<string, string> | undefined;
   /**
    * Where requests go: the URL the last redirect chain ended at. Sticking to it keeps a mirror
@@ -139,6 +152,9 @@ export class HttpSource implements ImageSource {
       digestKnown: options.digestKnown ?? false,
       onResume: options.onResume,
       refreshHeaders: options.refreshHeaders,
+      contentAddressed: options.contentAddressed ?? false,
+      expectedSize: options.expectedSize ?? null,
+      refuseDowngrade: options.refuseDowngrade ?? false,
       signal: options.signal ?? new AbortController().signal,
     };
     this.headers = options.headers;
@@ -200,6 +216,20 @@ export class HttpSource implements ImageSource {
     } else {
       this._size = parseLength(header(res, 'content-length'));
     }
+    const expected = this.opts.expectedSize;
+    if (expected !== null) {
+      if (this._size !== null && this._size !== expected) throw this.sizeError(this._size);
+      this._size = expected;
+    }
+  }
+
+  private sizeError(got: number): BtyError {
+    return new BtyError(
+      'BTY_ERR_INTEGRITY',
+      `${this.display} is ${got} bytes, but its descriptor says ${this.opts.expectedSize}; ` +
+        'nothing was written from it',
+      { details: { expected: this.opts.expectedSize, got } },
+    );
   }
 
   private validatorsOf(res: http.IncomingMessage): Validators {
@@ -259,14 +289,24 @@ export class HttpSource implements ImageSource {
   ): Promise<OpenResponse> {
     let opened = await this.follow(this.currentUrl, method, extra, signal);
     const status = opened.res.statusCode ?? 0;
-    if (this.currentUrl !== this.url && [401, 403, 404, 410].includes(status)) {
+    // A redirect target that refuses (an expired signed URL: 401, 403, 404, 410, or 400 from
+    // some object stores) sends us back to the original URL for a fresh one.
+    if (this.currentUrl !== this.url && status >= 400 && status < 500 && status !== 416) {
       opened.res.resume();
       opened = await this.follow(this.url, method, extra, signal);
     }
     if (opened.res.statusCode === 401 && opened.url === this.url && this.opts.refreshHeaders) {
       // The credentials themselves expired (a registry token lives minutes): get new ones.
       opened.res.resume();
-      this.headers = await this.opts.refreshHeaders();
+      try {
+        this.headers = await this.opts.refreshHeaders();
+      } catch (err) {
+        // The token service may be down for a moment: retry like a broken connection.
+        if (err instanceof BtyError && err.code === 'BTY_ERR_SOURCE_UNREACHABLE') {
+          throw new RetryableError(err.message);
+        }
+        throw err;
+      }
       opened = await this.follow(this.url, method, extra, signal);
     }
     this.currentUrl = opened.url;
@@ -291,6 +331,7 @@ export class HttpSource implements ImageSource {
         signal,
         idleTimeoutMs: this.opts.idleTimeoutMs,
         maxRedirects: MAX_REDIRECTS,
+        refuseDowngrade: this.opts.refuseDowngrade,
       });
     } catch (err) {
       if (!(err instanceof HttpTransportError)) throw err;
@@ -318,6 +359,7 @@ export class HttpSource implements ImageSource {
    * (RFC 9110 §13.1.5), so they do not count.
    */
   private ifRangeValue(): string | null {
+    if (this.opts.contentAddressed) return null;
     const { etag, lastModified } = this.validators;
     if (etag && !etag.startsWith('W/')) return etag;
     return lastModified;
@@ -398,8 +440,10 @@ export class HttpSource implements ImageSource {
         if (status === 416) return; // everything had arrived; only the close was lost
       }
       let got = offset;
+      const limit = this.opts.expectedSize;
       for await (const chunk of res as AsyncIterable<Buffer>) {
         got += chunk.length;
+        if (limit !== null && got > limit) throw this.sizeError(got);
         yield chunk;
       }
       if (this._size !== null && got < this._size) {
@@ -417,7 +461,10 @@ export class HttpSource implements ImageSource {
   /** Fails when the response's validators or size differ from the object we started with. */
   private checkSameObject(res: http.IncomingMessage, total: number | null): void {
     const now = this.validatorsOf(res);
-    const before = this.validators;
+    // Content-addressed: only the size is compared; the digest covers the rest.
+    const before = this.opts.contentAddressed
+      ? { etag: null, lastModified: null }
+      : this.validators;
     const etagChanged = before.etag !== null && now.etag !== null && before.etag !== now.etag;
     const lmChanged =
       before.lastModified !== null &&
@@ -434,7 +481,9 @@ export class HttpSource implements ImageSource {
           (sizeChanged ? ` (size ${this._size} became ${size})` : ''),
       );
     }
-    if (before.etag === null && before.lastModified === null) this.validators = now;
+    if (!this.opts.contentAddressed && before.etag === null && before.lastModified === null) {
+      this.validators = now;
+    }
   }
 
   private checkResumeAnswer(res: http.IncomingMessage, offset: number): void {
@@ -442,9 +491,10 @@ export class HttpSource implements ImageSource {
     if (status === 200) {
       const now = this.validatorsOf(res);
       const changed =
-        (this.validators.etag !== null && now.etag !== this.validators.etag) ||
-        (this.validators.lastModified !== null &&
-          now.lastModified !== this.validators.lastModified);
+        !this.opts.contentAddressed &&
+        ((this.validators.etag !== null && now.etag !== this.validators.etag) ||
+          (this.validators.lastModified !== null &&
+            now.lastModified !== this.validators.lastModified));
       throw new BtyError(
         'BTY_ERR_SOURCE_CHANGED',
         changed

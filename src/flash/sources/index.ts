@@ -74,3 +74,14 @@ export async function openImageSource(
     `image source must be a local path or a file://, http:// or https:// URL; got scheme '${scheme}' in '${src}'`,
   );
 }
+
+/** `--platform` picks from an OCI index: for anything else it would be silently ignored. */
+export function assertPlatformApplies(source: string, platform: string | null | undefined): void {
+  if (platform && sourceScheme(source) !== 'oras') {
+    throw new BtyError(
+      'BTY_ERR_BAD_INPUT',
+      `--platform applies to oras:// references only; ${source} is not one`,
+      { hint: 'Leave out --platform, or name the image by its oras:// reference.' },
+    );
+  }
+}
