@@ -212,6 +212,15 @@ export class RegistryClient {
     } catch (err) {
       if (err instanceof BtyError) throw err;
       this.signal?.throwIfAborted();
+      if (
+        err instanceof HttpTransportError &&
+        (err.kind === 'redirect-scheme' || err.kind === 'redirects')
+      ) {
+        // Not a passing network fault: asking again would get the same answer.
+        throw new BtyError('BTY_ERR_ORAS_REGISTRY', `registry ${this.host}: ${err.message}`, {
+          cause: err,
+        });
+      }
       const why = controller.signal.aborted
         ? `no answer within ${this.timeoutMs / 1000} s`
         : err instanceof HttpTransportError
