@@ -10,7 +10,7 @@ endif
 export PATH := $(NODE_BIN):$(PATH)
 
 RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux fdisk parted udev
-TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl postgresql
 BENCH_DEBS := $(TEST_DEBS)
 SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
 

@@ -25,10 +25,14 @@ if [ ! -e "$policy" ]; then
 fi
 apt-get update -qq >&2 || true
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-# The tests start their own registry on a private port; the packaged service must not come up
-# at the next boot either (policy-rc.d only stops it starting now).
+# The tests start their own registry and PostgreSQL on private ports; the packaged services must
+# not come up at the next boot either (policy-rc.d only stops them starting now).
 for p in "${missing[@]}"; do
-  if [ "$p" = docker-registry ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable docker-registry.service >/dev/null 2>&1 || true
-  fi
+  case "$p" in
+    docker-registry | postgresql)
+      if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable "$p.service" >/dev/null 2>&1 || true
+      fi
+      ;;
+  esac
 done

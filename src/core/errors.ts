@@ -267,6 +267,14 @@ export const ERRORS = {
     http: 502,
     hint: 'Check the URL and the network (bty waits 30 s for a catalog).',
   },
+  BTY_ERR_CONFIG_INVALID: {
+    title: 'configuration is invalid',
+    exit: EXIT.usage,
+    http: 500,
+    hint:
+      'Correct the setting the message names, in that bty.toml file or that BTY_* environment ' +
+      'variable, then start bty-web again.',
+  },
   BTY_ERR_DISKS_UNAVAILABLE: {
     title: 'disks cannot be listed',
     exit: EXIT.failure,

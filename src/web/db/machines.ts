@@ -1,0 +1,148 @@
+/**
+ * Machine records. The PXE hot path (`touchMachine`) does one indexed upsert and, for a new
+ * MAC, one discovery event, in a single transaction: concurrent first contacts of one MAC make
+ * exactly one row and one event, whatever the engine.
+ */
+import type { Kysely, Selectable } from 'kysely';
+import { BtyError } from '../../core/errors.ts';
+import { appendEvent } from './events.ts';
+import type { Database, MachinesTable } from './schema.ts';
+
+export type MachineRow = Selectable<MachinesTable>;
+
+export interface Touched {
+  machine: MachineRow;
+  /** This contact created the record. */
+  discovered: boolean;
+}
+
+/** Records a live contact (`/pxe/{mac}`, `/pxe/{mac}/plan`), creating the record on first sight. */
+export async function touchMachine(
+  db: Kysely<Database>,
+  mac: string,
+  ip: string | null,
+  now: Date,
+): Promise<Touched> {
+  const at = now.toISOString();
+  return db.transaction().execute(async (tx) => {
+    const inserted = await tx
+      .insertInto('machines')
+      .values({
+        mac,
+        discovered_at: at,
+        last_seen_at: at,
+        last_seen_ip: ip,
+        created_at: at,
+        updated_at: at,
+      })
+      .onConflict((oc) => oc.column('mac').doNothing())
+      .returning('mac')
+      .executeTakeFirst();
+    if (inserted) {
+      await appendEvent(
+        tx,
+        {
+          kind: 'machine.discovered',
+          summary: `discovered ${mac}`,
+          subjectKind: 'machine',
+          subjectId: mac,
+          actor: 'pxe',
+          sourceIp: ip,
+        },
+        now,
+      );
+    } else {
+      await tx
+        .updateTable('machines')
+        .set({ last_seen_at: at, last_seen_ip: ip })
+        .where('mac', '=', mac)
+        .execute();
+    }
+    const machine = await tx
+      .selectFrom('machines')
+      .selectAll()
+      .where('mac', '=', mac)
+      .executeTakeFirstOrThrow();
+    return { machine, discovered: inserted !== undefined };
+  });
+}
+
+export function getMachine(db: Kysely<Database>, mac: string): Promise<MachineRow | undefined> {
+  return db.selectFrom('machines').selectAll().where('mac', '=', mac).executeTakeFirst();
+}
+
+export function listMachines(
+  db: Kysely<Database>,
+  { limit = 1000, offset = 0 }: { limit?: number; offset?: number } = {},
+): Promise<MachineRow[]> {
+  return db.selectFrom('machines').selectAll().orderBy('mac').limit(limit).offset(offset).execute();
+}
+
+export async function countMachines(db: Kysely<Database>): Promise<number> {
+  const row = await db
+    .selectFrom('machines')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Deletes a machine with its labels and inventory; false when there was none. */
+export async function deleteMachine(db: Kysely<Database>, mac: string): Promise<boolean> {
+  const r = await db.deleteFrom('machines').where('mac', '=', mac).executeTakeFirst();
+  return Number(r.numDeletedRows) > 0;
+}
+
+const LABEL = /^[A-Za-z0-9][A-Za-z0-9 ._-]*$/;
+export const MAX_LABELS = 16;
+export const MAX_LABEL_LENGTH = 64;
+
+/** Validates labels as upstream does; returns them de-duplicated and sorted (byte order). */
+export function validateLabels(labels: readonly string[]): string[] {
+  const unique = [...new Set(labels)];
+  if (unique.length > MAX_LABELS) {
+    throw new BtyError(
+      'BTY_ERR_BAD_INPUT',
+      `labels: at most ${MAX_LABELS} per machine, got ${unique.length}`,
+      { details: { field: 'labels' } },
+    );
+  }
+  for (const label of unique) {
+    if (label.length < 1 || label.length > MAX_LABEL_LENGTH || !LABEL.test(label)) {
+      throw new BtyError(
+        'BTY_ERR_BAD_INPUT',
+        `labels: ${JSON.stringify(label)} must be 1-${MAX_LABEL_LENGTH} characters: letters, digits, ` +
+          'space, dot, underscore or hyphen, starting with a letter or digit',
+        { details: { field: 'labels' } },
+      );
+    }
+  }
+  return unique.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** Replaces a machine's labels (set semantics) in one transaction. */
+export async function setLabels(
+  db: Kysely<Database>,
+  mac: string,
+  labels: readonly string[],
+): Promise<string[]> {
+  const valid = validateLabels(labels);
+  await db.transaction().execute(async (tx) => {
+    await tx.deleteFrom('machine_labels').where('mac', '=', mac).execute();
+    if (valid.length > 0) {
+      await tx
+        .insertInto('machine_labels')
+        .values(valid.map((label) => ({ mac, label })))
+        .execute();
+    }
+  });
+  return valid;
+}
+
+export async function getLabels(db: Kysely<Database>, mac: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('machine_labels')
+    .select('label')
+    .where('mac', '=', mac)
+    .execute();
+  return rows.map((r) => r.label).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}

@@ -1,0 +1,160 @@
+/**
+ * The storage layer against both engines it supports: SQLite through node:sqlite (a file in a
+ * temp folder) and a real PostgreSQL started for the test.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BtyError } from '../../src/core/errors.ts';
+import { migrate, openDatabase, type BtyDatabase } from '../../src/web/db/database.ts';
+import { appendEvent, listEvents } from '../../src/web/db/events.ts';
+import {
+  countMachines,
+  deleteMachine,
+  getLabels,
+  getMachine,
+  listMachines,
+  setLabels,
+  touchMachine,
+} from '../../src/web/db/machines.ts';
+import { startPostgres, type PgServer } from '../helpers/postgres.ts';
+
+let dir: string;
+let pg: PgServer;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bty-db-'));
+  pg = await startPostgres();
+}, 60_000);
+
+afterAll(async () => {
+  await pg?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+let counter = 0;
+async function fresh(engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> {
+  counter++;
+  const url = engine === 'postgres' ? await pg.createDatabase(`bty_test_${counter}`) : null;
+  const database = await openDatabase({ url, sqlitePath: join(dir, `state-${counter}.db`) });
+  await migrate(database);
+  return database;
+}
+
+const NOW = new Date('2026-11-29T12:00:00.000Z');
+const LATER = new Date('2026-11-29T12:05:00.000Z');
+
+describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
+  let database: BtyDatabase;
+  beforeAll(async () => {
+    database = await fresh(engine);
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('migrations run once: a second run applies nothing and keeps the data', async () => {
+    await touchMachine(database.db, '52:54:00:00:00:01', '10.0.0.1', NOW);
+    expect(await migrate(database)).toEqual([]);
+    expect(await getMachine(database.db, '52:54:00:00:00:01')).toBeDefined();
+  });
+
+  it('a first contact creates the record and one discovery event; a later one touches it', async () => {
+    const mac = '52:54:00:00:00:02';
+    const first = await touchMachine(database.db, mac, '10.0.0.2', NOW);
+    expect(first.discovered).toBe(true);
+    expect(first.machine.boot_mode).toBe('ipxe-exit');
+    expect(first.machine.saw_flasher_boot).toBe(0);
+    expect(first.machine.discovered_at).toBe(NOW.toISOString());
+    const again = await touchMachine(database.db, mac, '10.0.0.3', LATER);
+    expect(again.discovered).toBe(false);
+    expect(again.machine.last_seen_at).toBe(LATER.toISOString());
+    expect(again.machine.last_seen_ip).toBe('10.0.0.3');
+    expect(again.machine.discovered_at).toBe(NOW.toISOString());
+    const events = await listEvents(database.db, { kind: 'machine.discovered', subjectId: mac });
+    expect(events).toHaveLength(1);
+  });
+
+  it('50 concurrent first contacts of one MAC: one row, one discovery event, no error', async () => {
+    const mac = '52:54:00:00:00:03';
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => touchMachine(database.db, mac, `10.0.1.${i}`, NOW)),
+    );
+    expect(results.filter((r) => r.discovered)).toHaveLength(1);
+    const events = await listEvents(database.db, { kind: 'machine.discovered', subjectId: mac });
+    expect(events).toHaveLength(1);
+  });
+
+  it('labels: set semantics, sorted, validated like upstream, removed with the machine', async () => {
+    const mac = '52:54:00:00:00:04';
+    await touchMachine(database.db, mac, null, NOW);
+    expect(await setLabels(database.db, mac, ['rack-2', 'GPU', 'rack-2', 'a b'])).toEqual([
+      'GPU',
+      'a b',
+      'rack-2',
+    ]);
+    expect(await getLabels(database.db, mac)).toEqual(['GPU', 'a b', 'rack-2']);
+    await setLabels(database.db, mac, ['only']);
+    expect(await getLabels(database.db, mac)).toEqual(['only']);
+    for (const bad of [
+      ['-x'],
+      [''],
+      ['x'.repeat(65)],
+      ['a\nb'],
+      Array.from({ length: 17 }, (_, i) => `l${i}`),
+    ]) {
+      const err = await setLabels(database.db, mac, bad).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BtyError);
+      expect((err as BtyError).message).toMatch(/^labels: /);
+    }
+    expect(await getLabels(database.db, mac)).toEqual(['only']);
+    expect(await deleteMachine(database.db, mac)).toBe(true);
+    expect(await getLabels(database.db, mac)).toEqual([]);
+    expect(await deleteMachine(database.db, mac)).toBe(false);
+  });
+
+  it('events: newest first, filtered, paged by id, details round-trip', async () => {
+    const ids: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push(
+        await appendEvent(
+          database.db,
+          { kind: 'test.paged', summary: `n${i}`, details: { i, nested: { ok: true } } },
+          NOW,
+        ),
+      );
+    }
+    const page1 = await listEvents(database.db, { kind: 'test.paged', limit: 2 });
+    expect(page1.map((e) => e.summary)).toEqual(['n4', 'n3']);
+    const page2 = await listEvents(database.db, {
+      kind: 'test.paged',
+      limit: 2,
+      beforeId: page1.at(-1)!.id,
+    });
+    expect(page2.map((e) => e.summary)).toEqual(['n2', 'n1']);
+    expect(page2[0]!.details).toEqual({ i: 2, nested: { ok: true } });
+    expect(page2[0]!.acknowledged).toBe(false);
+  });
+
+  it('listing is ordered by MAC and paged; counting is cheap', async () => {
+    const before = await countMachines(database.db);
+    for (const mac of ['52:54:00:00:00:0c', '52:54:00:00:00:0a', '52:54:00:00:00:0b']) {
+      await touchMachine(database.db, mac, null, NOW);
+    }
+    expect(await countMachines(database.db)).toBe(before + 3);
+    const all = await listMachines(database.db);
+    const macs = all.map((m) => m.mac);
+    expect(macs).toEqual([...macs].sort());
+    expect((await listMachines(database.db, { limit: 2, offset: 1 })).length).toBe(2);
+  });
+});
+
+it('an unknown database URL scheme is refused with the password hidden', async () => {
+  const err = await openDatabase({
+    url: 'mysql://bty:secret@db/bty',
+    sqlitePath: join(dir, 'never.db'),
+  }).catch((e: unknown) => e);
+  expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
+  expect((err as BtyError).message).not.toContain('secret');
+});
