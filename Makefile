@@ -17,7 +17,8 @@ SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
 .PHONY: help run demo build test lint typecheck bench deps-runtime deps-test deps-bench clean
 
 help:
-	@echo "make run    - demo: build a sample image, serve it over HTTP, flash it with progress, verify"
+	@echo "make run    - start bty-web on the embedded defaults (state in .state/web, http://localhost:8080)"
+	@echo "make demo   - build a sample image, serve it over HTTP, flash it with progress, verify"
 	@echo "make test   - lint, type check and every test (real tools, loop devices: run as root)"
 	@echo "make build  - compile to dist/ (bin/bty runs from there)"
 	@echo "make lint   - ESLint (type-aware) and Prettier"
@@ -54,7 +55,10 @@ test: deps-test build typecheck lint
 	@set +e; npx vitest run --reporter=default --reporter=json --outputFile.json=.state/vitest.json; \
 	  rc=$$?; node scripts/test-summary.ts .state/vitest.json; exit $$rc
 
-run demo: deps-runtime build
+run: deps-runtime build
+	BTY_PATHS_STATE_DIR="$${BTY_PATHS_STATE_DIR:-$(CURDIR)/.state/web}" bin/bty-web
+
+demo: deps-runtime build
 	node scripts/demo.ts
 
 bench: deps-bench build

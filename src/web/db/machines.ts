@@ -3,9 +3,9 @@
  * MAC, one discovery event, in a single transaction: concurrent first contacts of one MAC make
  * exactly one row and one event, whatever the engine.
  */
-import type { Kysely, Selectable } from 'kysely';
+import type { Kysely, Selectable, Transaction } from 'kysely';
 import { BtyError } from '../../core/errors.ts';
-import { appendEvent } from './events.ts';
+import { appendEvent, type NewEvent } from './events.ts';
 import type { Database, MachinesTable } from './schema.ts';
 
 export type MachineRow = Selectable<MachinesTable>;
@@ -16,12 +16,27 @@ export interface Touched {
   discovered: boolean;
 }
 
-/** Records a live contact (`/pxe/{mac}`, `/pxe/{mac}/plan`), creating the record on first sight. */
+/** What a first contact stores beyond the MAC and times, and the event it logs. */
+export interface Discovery {
+  bootMode: string;
+  event: NewEvent;
+}
+
+const DEFAULT_DISCOVERY: Discovery = {
+  bootMode: 'ipxe-exit',
+  event: { kind: 'machine.discovered', summary: 'discovered', actor: 'pxe-client' },
+};
+
+/**
+ * Records a live contact (`/pxe/{mac}`, `/pxe/{mac}/plan`), creating the record on first sight
+ * with `discovery` (the boot-offer module's first-contact row and event).
+ */
 export async function touchMachine(
   db: Kysely<Database>,
   mac: string,
   ip: string | null,
   now: Date,
+  discovery: Discovery = DEFAULT_DISCOVERY,
 ): Promise<Touched> {
   const at = now.toISOString();
   return db.transaction().execute(async (tx) => {
@@ -29,6 +44,7 @@ export async function touchMachine(
       .insertInto('machines')
       .values({
         mac,
+        boot_mode: discovery.bootMode,
         discovered_at: at,
         last_seen_at: at,
         last_seen_ip: ip,
@@ -41,14 +57,7 @@ export async function touchMachine(
     if (inserted) {
       await appendEvent(
         tx,
-        {
-          kind: 'machine.discovered',
-          summary: `discovered ${mac}`,
-          subjectKind: 'machine',
-          subjectId: mac,
-          actor: 'pxe',
-          sourceIp: ip,
-        },
+        { subjectKind: 'machine', subjectId: mac, sourceIp: ip, ...discovery.event },
         now,
       );
     } else {
@@ -145,4 +154,54 @@ export async function getLabels(db: Kysely<Database>, mac: string): Promise<stri
     .where('mac', '=', mac)
     .execute();
   return rows.map((r) => r.label).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** A state change from the boot-offer module (Dates, booleans) as column values. */
+export interface StateChange {
+  saw_flasher_boot?: boolean;
+  armed_at?: Date | null;
+  last_flashed_at?: Date | null;
+  last_seen_at?: Date;
+  last_seen_ip?: string | null;
+  updated_at?: Date;
+  progress?: string | null;
+  progress_at?: Date | null;
+}
+
+type ChangeColumns = Partial<
+  Pick<
+    MachinesTable,
+    | 'armed_at'
+    | 'last_flashed_at'
+    | 'last_seen_at'
+    | 'last_seen_ip'
+    | 'updated_at'
+    | 'progress'
+    | 'progress_at'
+  > & { saw_flasher_boot: number }
+>;
+
+const iso = (d: Date | null): string | null => (d === null ? null : d.toISOString());
+
+export function changeColumns(c: StateChange): ChangeColumns {
+  const out: ChangeColumns = {};
+  if (c.saw_flasher_boot !== undefined) out.saw_flasher_boot = c.saw_flasher_boot ? 1 : 0;
+  if (c.armed_at !== undefined) out.armed_at = iso(c.armed_at);
+  if (c.last_flashed_at !== undefined) out.last_flashed_at = iso(c.last_flashed_at);
+  if (c.last_seen_at !== undefined) out.last_seen_at = c.last_seen_at.toISOString();
+  if (c.last_seen_ip !== undefined) out.last_seen_ip = c.last_seen_ip;
+  if (c.updated_at !== undefined) out.updated_at = c.updated_at.toISOString();
+  if (c.progress !== undefined) out.progress = c.progress;
+  if (c.progress_at !== undefined) out.progress_at = iso(c.progress_at);
+  return out;
+}
+
+export async function updateMachineState(
+  db: Kysely<Database> | Transaction<Database>,
+  mac: string,
+  change: StateChange,
+): Promise<void> {
+  const set = changeColumns(change);
+  if (Object.keys(set).length === 0) return;
+  await db.updateTable('machines').set(set).where('mac', '=', mac).execute();
 }

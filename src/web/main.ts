@@ -1,0 +1,151 @@
+/**
+ * `bty-web`: the PXE control plane server.
+ *
+ *   bty-web [--config PATH]... [--host HOST] [--port PORT]   serve
+ *   bty-web migrate [--config PATH]...                       apply database migrations, exit
+ *   bty-web --version
+ *
+ * Configuration: see src/web/config.ts (bty.toml search order, drop-ins, BTY_<SECTION>_<KEY>).
+ */
+import { parseArgs } from 'node:util';
+import { EXIT, isBtyError, type ExitCode } from '../core/errors.ts';
+import { VERSION } from '../core/version.ts';
+import { buildApp } from './app.ts';
+import { loadConfig, resolvePaths, type ConfigOverrides } from './config.ts';
+import { migrate, openDatabase } from './db/database.ts';
+
+const USAGE = `usage: bty-web [--config PATH]... [--host HOST] [--port PORT]
+       bty-web migrate [--config PATH]...
+       bty-web --version
+
+--config PATH   a bty.toml or a drop-in folder of *.toml (repeatable; replaces the search list)
+--host HOST     listen address (default from [server] host)
+--port PORT     listen port (default from [server] port)
+`;
+
+export interface WebIO {
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+const processIO: WebIO = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+};
+
+/** Runs bty-web; resolves with the exit code once the server has stopped (or failed to start). */
+export async function main(
+  argv: string[],
+  io: WebIO = processIO,
+  signals: { onStop?: (stop: () => void) => void } = {},
+): Promise<ExitCode> {
+  let values: {
+    config?: string[];
+    host?: string;
+    port?: string;
+    version?: boolean;
+    help?: boolean;
+  };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', multiple: true },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    io.err(`bty-web: ${(err as Error).message}\n${USAGE}`);
+    return EXIT.usage;
+  }
+  if (values.help) {
+    io.out(USAGE);
+    return EXIT.ok;
+  }
+  if (values.version) {
+    io.out(`bty-web ${VERSION}\n`);
+    return EXIT.ok;
+  }
+  const command = positionals[0] ?? 'serve';
+  if (!['serve', 'migrate'].includes(command) || positionals.length > 1) {
+    io.err(`bty-web: unknown command: ${positionals.join(' ')}\n${USAGE}`);
+    return EXIT.usage;
+  }
+  try {
+    const overrides: ConfigOverrides = {
+      server: {
+        ...(values.host !== undefined ? { host: values.host } : {}),
+        ...(values.port !== undefined ? { port: values.port } : {}),
+      },
+    };
+    const loaded = await loadConfig({ configPaths: values.config ?? [], overrides });
+    for (const w of loaded.warnings) io.err(`bty-web: warning: ${w}\n`);
+    const { config } = loaded;
+    const paths = resolvePaths(config);
+    const database = await openDatabase({ url: config.database.url, sqlitePath: paths.stateDb });
+    try {
+      const applied = await migrate(database);
+      if (applied.length > 0) {
+        io.err(`bty-web: database ${database.location}: applied ${applied.join(', ')}\n`);
+      }
+      if (command === 'migrate') {
+        if (applied.length === 0) io.out(`database ${database.location} is up to date\n`);
+        return EXIT.ok;
+      }
+      // Upstream's rule: an empty password means the public default `bty-lab`.
+      const effective = config.admin.password.trim() || 'bty-lab';
+      if (effective === 'bty-lab') {
+        io.err(
+          'bty-web: warning: the admin password is the default (bty-lab); set [admin] password ' +
+            'or BTY_ADMIN_PASSWORD\n',
+        );
+      }
+      const app = await buildApp({
+        database,
+        version: VERSION,
+        artifactVersion: VERSION,
+        bootDir: paths.bootDir,
+        trustedProxy: config.server.trusted_proxy,
+      });
+      await app.listen({ host: config.server.host, port: config.server.port });
+      const address = app.server.address();
+      const where =
+        typeof address === 'object' && address !== null
+          ? `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+          : String(address);
+      io.err(`bty-web ${VERSION} listening on http://${where} (state in ${paths.stateDir})\n`);
+      io.err(
+        `bty-web: point PXE clients at http://<this host>:${config.server.port}/pxe-bootstrap.ipxe\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        if (signals.onStop) signals.onStop(stop);
+        else {
+          process.once('SIGTERM', stop);
+          process.once('SIGINT', stop);
+        }
+      });
+      io.err('bty-web: stopping\n');
+      await app.close();
+      return EXIT.ok;
+    } finally {
+      await database.close();
+    }
+  } catch (err) {
+    if (isBtyError(err)) {
+      io.err(`bty-web: ${err.code}: ${err.message}\n`);
+      if (err.hint) io.err(`hint: ${err.hint}\n`);
+      return err.exitCode;
+    }
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      io.err(`bty-web: ${(err as Error).message}: another server holds that address\n`);
+      return EXIT.failure;
+    }
+    throw err;
+  }
+}
