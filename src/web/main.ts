@@ -13,6 +13,7 @@ import { VERSION } from '../core/version.ts';
 import { buildApp } from './app.ts';
 import { loadConfig, resolvePaths, type ConfigOverrides } from './config.ts';
 import { migrate, openDatabase } from './db/database.ts';
+import { createSessions, resolveSessionSecret } from './session.ts';
 
 const USAGE = `usage: bty-web [--config PATH]... [--host HOST] [--port PORT]
        bty-web migrate [--config PATH]...
@@ -105,12 +106,15 @@ export async function main(
             'or BTY_ADMIN_PASSWORD\n',
         );
       }
+      const secret = await resolveSessionSecret(config.server.session_secret, paths.stateDir);
       const app = await buildApp({
         database,
         version: VERSION,
         artifactVersion: VERSION,
         bootDir: paths.bootDir,
         trustedProxy: config.server.trusted_proxy,
+        sessions: createSessions(secret, config.admin.password),
+        config: loaded,
       });
       await app.listen({ host: config.server.host, port: config.server.port });
       const address = app.server.address();

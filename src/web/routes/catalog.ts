@@ -1,0 +1,5 @@
+/** (Being written.) */
+import type { FastifyInstance } from 'fastify';
+import type { WebContext } from '../context.ts';
+
+export function registerCatalogRoutes(_app: FastifyInstance, _ctx: WebContext): void {}

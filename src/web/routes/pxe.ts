@@ -1,0 +1,164 @@
+/**
+ * The PXE plane iPXE talks to: `/pxe-bootstrap.ipxe`, `/pxe/{mac}` (discover or touch, decide,
+ * render, store the offer) and the live environment's terminal signal `/pxe/{mac}/status`
+ * (`/done` is an alias). Open: no session.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  applyFlashStatus,
+  decideBootOffer,
+  discoveredMachine,
+  type BootCatalogEntry,
+  type BootOffer,
+} from '../boot-offer.ts';
+import {
+  clientIp,
+  detail,
+  eventOf,
+  hostOf,
+  macParam,
+  toBootMachine,
+  type WebContext,
+} from '../context.ts';
+import { appendEvent } from '../db/events.ts';
+import {
+  getLabels,
+  getMachine,
+  touchMachine,
+  updateMachineState,
+  type MachineRow,
+} from '../db/machines.ts';
+import { renderBootstrapScript, renderIpxeScript } from '../ipxe.ts';
+
+export const IPXE_TYPE = 'text/plain; charset=utf-8';
+
+export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
+  const { db } = ctx.database;
+  const now = ctx.now;
+  const trustedProxy = ctx.trustedProxy;
+
+  app.get('/pxe-bootstrap.ipxe', (req, reply) =>
+    reply.type(IPXE_TYPE).send(renderBootstrapScript(hostOf(req))),
+  );
+
+  app.get<{ Params: { mac: string } }>('/pxe/:mac', async (req, reply) => {
+    const mac = macParam(req.params.mac, reply);
+    if (mac === null) return reply;
+    const host = hostOf(req);
+    const ip = clientIp(req, trustedProxy);
+    const at = now();
+    const first = discoveredMachine(mac, ip, 'pxe');
+    const { machine: row } = await touchMachine(db, mac, ip, at, {
+      bootMode: first.machine.boot_mode,
+      event: eventOf(first.event),
+    });
+    const inventory = await db
+      .selectFrom('inventory')
+      .select('disks_at')
+      .where('mac', '=', mac)
+      .executeTakeFirst();
+    const entry: BootCatalogEntry | null = row.bty_image_ref
+      ? ((await db
+          .selectFrom('catalog_entries')
+          .select(['name', 'ref'])
+          .where('ref', '=', row.bty_image_ref)
+          .executeTakeFirst()) ?? null)
+      : null;
+    const decision = decideBootOffer(toBootMachine(row, inventory?.disks_at ?? null), entry, at);
+    const script = await renderOffer(decision.offer, row, host, ctx.artifactVersion, () =>
+      getLabels(db, mac),
+    );
+    await db.transaction().execute(async (tx) => {
+      if (decision.change) await updateMachineState(tx, mac, decision.change);
+      await appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
+    });
+    return reply.type(IPXE_TYPE).send(script);
+  });
+
+  const statusRoute = async (
+    req: FastifyRequest<{ Params: { mac: string }; Body: unknown }>,
+    reply: FastifyReply,
+  ) => {
+    const mac = macParam(req.params.mac, reply);
+    if (mac === null) return reply;
+    const body = req.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      return detail(
+        reply,
+        422,
+        'body must be a JSON object {"status": "done"|"failed", "reason"?: string}',
+      );
+    }
+    const extra = Object.keys(body).filter((k) => k !== 'status' && k !== 'reason');
+    if (extra.length > 0) return detail(reply, 422, `unknown field(s): ${extra.join(', ')}`);
+    const { status, reason } = body as { status?: unknown; reason?: unknown };
+    if (status !== 'done' && status !== 'failed') {
+      return detail(reply, 422, 'status: must be "done" or "failed"');
+    }
+    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) {
+      return detail(reply, 422, 'reason: must be a string of at most 500 characters');
+    }
+    const ip = clientIp(req, trustedProxy);
+    const at = now();
+    const row = await getMachine(db, mac);
+    const result = applyFlashStatus(
+      mac,
+      row ? toBootMachine(row, null) : null,
+      { status, ...(typeof reason === 'string' ? { reason } : {}) },
+      at,
+      ip,
+    );
+    await db.transaction().execute(async (tx) => {
+      if (result.change) {
+        await updateMachineState(tx, mac, { ...result.change, progress: null, progress_at: null });
+      }
+      await appendEvent(tx, eventOf(result.event), at);
+    });
+    if (result.outcome === 'orphan') return detail(reply, 404, `no machine record for ${mac}`);
+    return reply.code(204).send();
+  };
+  app.post('/pxe/:mac/status', statusRoute);
+  app.post('/pxe/:mac/done', statusRoute);
+}
+
+async function renderOffer(
+  offer: BootOffer,
+  row: MachineRow,
+  host: string,
+  version: string,
+  labels: () => Promise<string[]>,
+): Promise<string> {
+  const mac = row.mac;
+  switch (offer.scriptKind) {
+    case 'live-env':
+      return renderIpxeScript('live-env', { mac, host, version });
+    case 'flash':
+      return renderIpxeScript('flash', {
+        mac,
+        host,
+        version,
+        ref: offer.details.bty_image_ref,
+        targetDiskSerial: offer.details.target_disk_serial,
+        imageName: offer.details.image_name,
+      });
+    case 'disk-boot':
+      return renderIpxeScript('disk-boot', {
+        mac,
+        bootMode: row.boot_mode,
+        ref: row.bty_image_ref,
+        labels: await labels(),
+        drive: offer.details.sanboot_drive,
+      });
+    case 'exit-fallback':
+      return renderIpxeScript('exit-fallback', {
+        mac,
+        bootMode: row.boot_mode,
+        ref: row.bty_image_ref,
+        labels: await labels(),
+        drive: row.sanboot_drive,
+        reason: offer.details.reason,
+      });
+    case 'unknown':
+      return renderIpxeScript('unknown', { mac, bootMode: row.boot_mode });
+  }
+}
