@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { isBtyError } from '../core/errors.ts';
 import { LiveBus } from './bus.ts';
 import { detail, type WebContext } from './context.ts';
+import { metricsOf } from './metrics.ts';
 import { registerAuthRoutes } from './routes/auth.ts';
 import { registerBootRoutes } from './routes/boot.ts';
 import { registerCatalogRoutes } from './routes/catalog.ts';
@@ -39,7 +40,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     config: options.config ?? null,
     bus: options.bus ?? new LiveBus(),
   };
-  const app = Fastify({ logger: false, bodyLimit: 1 << 20, exposeHeadRoutes: false });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 1 << 20,
+    exposeHeadRoutes: false,
+    // Long artifact names reach the route (and its own 400) instead of the router's 414.
+    routerOptions: { maxParamLength: 300 },
+  });
 
   app.setErrorHandler((err, _req, reply) => {
     if (isBtyError(err)) return detail(reply, err.httpStatus, err.message);
@@ -53,6 +60,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) =>
     detail(reply, 404, `no route for ${req.method} ${req.url.split('?')[0]}`),
   );
+
+  // Request counts by route pattern and status for GET /metrics.
+  app.addHook('onResponse', metricsOf(ctx).onResponse);
+  // Closing the bus ends every open SSE stream, which would otherwise hold app.close() open.
+  app.addHook('preClose', (done) => {
+    ctx.bus.close();
+    done();
+  });
 
   app.get('/healthz', () => ({ status: 'ok' }));
   app.get('/version', () => ({ version: ctx.version }));

@@ -71,3 +71,67 @@ export async function listEvents(db: Db, query: EventQuery = {}): Promise<EventR
     acknowledged: Number(r.acknowledged) !== 0,
   }));
 }
+
+/** Upstream's `GET /events` filters (all exact matches) and id-based paging. */
+export interface EventFilter {
+  kind?: string;
+  subjectKind?: string;
+  subjectId?: string;
+  actor?: string;
+  sourceIp?: string;
+  /** Only failures: kinds ending in `failed` (`machine.flash_failed` included). */
+  failed?: boolean;
+  /** Only events with a smaller id (the next page of a newest-first listing). */
+  beforeId?: number;
+  /** Page size, clamped to [1, 500]; default 50. */
+  limit?: number;
+}
+
+export const EVENTS_PAGE_DEFAULT = 50;
+export const EVENTS_PAGE_MAX = 500;
+
+/** Details that are not a JSON object (corrupt, an array, a number) read back as null. */
+function detailsOf(text: string | null): Record<string, unknown> | null {
+  if (!text) return null;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Events newest first (id descending) matching every given filter. */
+export async function queryEvents(db: Db, filter: EventFilter = {}): Promise<EventRow[]> {
+  let q = db.selectFrom('events').selectAll();
+  if (filter.kind) q = q.where('kind', '=', filter.kind);
+  if (filter.subjectKind) q = q.where('subject_kind', '=', filter.subjectKind);
+  if (filter.subjectId) q = q.where('subject_id', '=', filter.subjectId);
+  if (filter.actor) q = q.where('actor', '=', filter.actor);
+  if (filter.sourceIp) q = q.where('source_ip', '=', filter.sourceIp);
+  if (filter.failed) q = q.where('kind', 'like', '%failed');
+  if (filter.beforeId !== undefined) q = q.where('id', '<', filter.beforeId);
+  const limit = Math.min(
+    Math.max(Math.trunc(filter.limit ?? EVENTS_PAGE_DEFAULT), 1),
+    EVENTS_PAGE_MAX,
+  );
+  const rows = await q.orderBy('id', 'desc').limit(limit).execute();
+  return rows.map((r) => ({
+    ...r,
+    id: Number(r.id),
+    details: detailsOf(r.details),
+    acknowledged: Number(r.acknowledged) !== 0,
+  }));
+}
+
+/** Marks an event acknowledged (idempotent); false when there is no event with that id. */
+export async function acknowledgeEvent(db: Db, id: number): Promise<boolean> {
+  const r = await db
+    .updateTable('events')
+    .set({ acknowledged: 1 })
+    .where('id', '=', id)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}

@@ -205,3 +205,196 @@ export async function updateMachineState(
   if (Object.keys(set).length === 0) return;
   await db.updateTable('machines').set(set).where('mac', '=', mac).execute();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The operator API (GET/PUT/DELETE /machines): records with labels and inventory, the binding
+// write with its policy reset, all inside the caller's transaction where it matters.
+// ---------------------------------------------------------------------------------------------
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+const byteOrder = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** A machine row with what the API shows beside it: labels and the stored disk inventory. */
+export interface MachineRecord {
+  row: MachineRow;
+  /** Sorted in byte order. */
+  labels: string[];
+  /** The stored disk list as JSON text, verbatim (null before the first inventory). */
+  disks: string | null;
+  disks_at: string | null;
+}
+
+/** One machine with its labels and inventory, or undefined. */
+export async function getMachineRecord(db: Db, mac: string): Promise<MachineRecord | undefined> {
+  const row = await db.selectFrom('machines').selectAll().where('mac', '=', mac).executeTakeFirst();
+  if (!row) return undefined;
+  const inventory = await db
+    .selectFrom('inventory')
+    .select(['disks', 'disks_at'])
+    .where('mac', '=', mac)
+    .executeTakeFirst();
+  const labels = await db
+    .selectFrom('machine_labels')
+    .select('label')
+    .where('mac', '=', mac)
+    .execute();
+  return {
+    row,
+    labels: labels.map((l) => l.label).sort(byteOrder),
+    disks: inventory?.disks ?? null,
+    disks_at: inventory?.disks_at ?? null,
+  };
+}
+
+/**
+ * Every machine with its labels and inventory, ordered by MAC (byte order, whatever the
+ * database's collation). Three queries whatever the fleet size: no per-machine round trip.
+ */
+export async function listMachineRecords(db: Db): Promise<MachineRecord[]> {
+  const rows = await db
+    .selectFrom('machines')
+    .leftJoin('inventory', 'inventory.mac', 'machines.mac')
+    .selectAll('machines')
+    .select(['inventory.disks as inv_disks', 'inventory.disks_at as inv_disks_at'])
+    .orderBy('machines.mac')
+    .execute();
+  const labelRows = await db.selectFrom('machine_labels').select(['mac', 'label']).execute();
+  const labels = new Map<string, string[]>();
+  for (const { mac, label } of labelRows) {
+    const list = labels.get(mac);
+    if (list) list.push(label);
+    else labels.set(mac, [label]);
+  }
+  return rows
+    .map(({ inv_disks, inv_disks_at, ...row }) => ({
+      row,
+      labels: (labels.get(row.mac) ?? []).sort(byteOrder),
+      disks: inv_disks ?? null,
+      disks_at: inv_disks_at ?? null,
+    }))
+    .sort((a, b) => byteOrder(a.row.mac, b.row.mac));
+}
+
+/** What an operator sets on a machine (PUT /machines/{mac}): everything, as a replace. */
+export interface MachineBinding {
+  bty_image_ref: string | null;
+  boot_mode: string;
+  sanboot_drive: string | null;
+  target_disk_serial: string | null;
+  /** Already validated (validateLabels): unique and sorted. */
+  labels: readonly string[];
+}
+
+/** The boot cycle's reset on a policy change (boot-offer's `PolicyResetChange`). */
+export interface CycleReset {
+  saw_flasher_boot: false;
+  last_flashed_at: null;
+  known_disks_at: null;
+}
+
+/**
+ * Creates the machine with `binding` when it has no record yet; true when this call created it
+ * (a concurrent create of the same MAC makes exactly one row: the other call gets false).
+ * A new record starts a clean cycle: bit clear, no completion signals.
+ */
+export async function createMachineWithBinding(
+  tx: Transaction<Database>,
+  mac: string,
+  binding: MachineBinding,
+  now: Date,
+): Promise<boolean> {
+  const at = now.toISOString();
+  const inserted = await tx
+    .insertInto('machines')
+    .values({
+      mac,
+      bty_image_ref: binding.bty_image_ref,
+      boot_mode: binding.boot_mode,
+      sanboot_drive: binding.sanboot_drive,
+      target_disk_serial: binding.target_disk_serial,
+      saw_flasher_boot: 0,
+      created_at: at,
+      updated_at: at,
+    })
+    .onConflict((oc) => oc.column('mac').doNothing())
+    .returning('mac')
+    .executeTakeFirst();
+  return inserted !== undefined;
+}
+
+/**
+ * Reads a machine for an update in the same transaction: a no-op write first takes the row's
+ * lock (PostgreSQL) or the database's write lock (SQLite), so nothing changes the row between
+ * this read and the caller's write. Undefined when there is no such machine.
+ */
+export async function lockMachine(
+  tx: Transaction<Database>,
+  mac: string,
+): Promise<MachineRow | undefined> {
+  const r = await tx
+    .updateTable('machines')
+    .set((eb) => ({ updated_at: eb.ref('updated_at') }))
+    .where('mac', '=', mac)
+    .executeTakeFirst();
+  if (Number(r.numUpdatedRows) === 0) return undefined;
+  return tx.selectFrom('machines').selectAll().where('mac', '=', mac).executeTakeFirst();
+}
+
+/**
+ * Replaces an existing machine's binding (everything but labels, inventory, last-seen and
+ * `created_at`) and, with `reset`, starts a fresh boot cycle: bit cleared, `last_flashed_at`
+ * and the inventory's time dropped (the disk list itself is kept).
+ */
+export async function updateMachineBinding(
+  tx: Transaction<Database>,
+  mac: string,
+  binding: MachineBinding,
+  reset: CycleReset | null,
+  now: Date,
+): Promise<void> {
+  await tx
+    .updateTable('machines')
+    .set({
+      bty_image_ref: binding.bty_image_ref,
+      boot_mode: binding.boot_mode,
+      sanboot_drive: binding.sanboot_drive,
+      target_disk_serial: binding.target_disk_serial,
+      updated_at: now.toISOString(),
+      ...(reset ? { saw_flasher_boot: 0, last_flashed_at: null } : {}),
+    })
+    .where('mac', '=', mac)
+    .execute();
+  if (reset) {
+    await tx.updateTable('inventory').set({ disks_at: null }).where('mac', '=', mac).execute();
+  }
+}
+
+/** Replaces a machine's labels inside the caller's transaction (already validated). */
+export async function replaceLabels(
+  tx: Transaction<Database>,
+  mac: string,
+  labels: readonly string[],
+): Promise<void> {
+  await tx.deleteFrom('machine_labels').where('mac', '=', mac).execute();
+  const unique = [...new Set(labels)];
+  if (unique.length > 0) {
+    await tx
+      .insertInto('machine_labels')
+      .values(unique.map((label) => ({ mac, label })))
+      .execute();
+  }
+}
+
+/** The stored `lshw -json` blob and its time, verbatim; undefined when the machine has none. */
+export async function getLshw(
+  db: Db,
+  mac: string,
+): Promise<{ lshw: string; lshw_at: string | null } | undefined> {
+  const row = await db
+    .selectFrom('inventory')
+    .select(['lshw', 'lshw_at'])
+    .where('mac', '=', mac)
+    .executeTakeFirst();
+  return row?.lshw == null ? undefined : { lshw: row.lshw, lshw_at: row.lshw_at };
+}

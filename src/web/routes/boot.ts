@@ -8,15 +8,17 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseMac } from '../../core/mac.ts';
 import { armOnBootFetch } from '../boot-offer.ts';
+import { auditMessage } from '../bus.ts';
 import { clientIp, detail, eventOf, toBootMachine, type WebContext } from '../context.ts';
 import { appendEvent } from '../db/events.ts';
 import { getMachine, updateMachineState } from '../db/machines.ts';
+import { metricsOf } from '../metrics.ts';
 
 /** A bare file name: no separators, no leading dot, no NUL (traversal cannot be spelled). */
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
 export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void {
-  const { db } = ctx.database;
+  const db = ctx.database.db.withPlugin(metricsOf(ctx).dbTiming);
   const now = ctx.now;
   const trustedProxy = ctx.trustedProxy;
 
@@ -37,10 +39,14 @@ export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void 
         clientIp(req, trustedProxy),
       );
       if (armed.change) {
-        await db.transaction().execute(async (tx) => {
+        const eventId = await db.transaction().execute(async (tx) => {
           await updateMachineState(tx, tagged, armed.change!);
-          if (armed.event) await appendEvent(tx, eventOf(armed.event), at);
+          return armed.event ? appendEvent(tx, eventOf(armed.event), at) : null;
         });
+        if (armed.event && eventId !== null) {
+          ctx.bus.publish({ type: 'machine', mac: tagged, change: 'armed' });
+          ctx.bus.publish(auditMessage(eventId, armed.event));
+        }
       }
     }
     if (!ARTIFACT_NAME.test(name) || name.length > 255) {

@@ -11,6 +11,7 @@ import {
   type BootCatalogEntry,
   type BootOffer,
 } from '../boot-offer.ts';
+import { auditMessage } from '../bus.ts';
 import {
   clientIp,
   detail,
@@ -29,11 +30,13 @@ import {
   type MachineRow,
 } from '../db/machines.ts';
 import { renderBootstrapScript, renderIpxeScript } from '../ipxe.ts';
+import { metricsOf } from '../metrics.ts';
 
 export const IPXE_TYPE = 'text/plain; charset=utf-8';
 
 export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
-  const { db } = ctx.database;
+  const metrics = metricsOf(ctx);
+  const db = ctx.database.db.withPlugin(metrics.dbTiming);
   const now = ctx.now;
   const trustedProxy = ctx.trustedProxy;
 
@@ -48,7 +51,7 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
     const ip = clientIp(req, trustedProxy);
     const at = now();
     const first = discoveredMachine(mac, ip, 'pxe');
-    const { machine: row } = await touchMachine(db, mac, ip, at, {
+    const { machine: row, discovered } = await touchMachine(db, mac, ip, at, {
       bootMode: first.machine.boot_mode,
       event: eventOf(first.event),
     });
@@ -68,10 +71,15 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
     const script = await renderOffer(decision.offer, row, host, ctx.artifactVersion, () =>
       getLabels(db, mac),
     );
-    await db.transaction().execute(async (tx) => {
+    const eventId = await db.transaction().execute(async (tx) => {
       if (decision.change) await updateMachineState(tx, mac, decision.change);
-      await appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
+      return appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
     });
+    const offerKind = decision.offer.offerKind;
+    metrics.pxeOffers.inc({ offer_kind: offerKind });
+    if (discovered) ctx.bus.publish({ type: 'machine', mac, change: 'discovered' });
+    ctx.bus.publish({ type: 'offer', mac, offer_kind: offerKind });
+    ctx.bus.publish(auditMessage(eventId, decision.event));
     return reply.type(IPXE_TYPE).send(script);
   });
 
@@ -108,12 +116,18 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
       at,
       ip,
     );
-    await db.transaction().execute(async (tx) => {
+    const eventId = await db.transaction().execute(async (tx) => {
       if (result.change) {
         await updateMachineState(tx, mac, { ...result.change, progress: null, progress_at: null });
       }
-      await appendEvent(tx, eventOf(result.event), at);
+      return appendEvent(tx, eventOf(result.event), at);
     });
+    if (result.outcome === 'recorded') {
+      metrics.flashes.inc({ outcome: status });
+      const why = typeof reason === 'string' ? { reason } : {};
+      ctx.bus.publish({ type: 'status', mac, status, ...why });
+    }
+    ctx.bus.publish(auditMessage(eventId, result.event));
     if (result.outcome === 'orphan') return detail(reply, 404, `no machine record for ${mac}`);
     return reply.code(204).send();
   };
