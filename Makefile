@@ -10,11 +10,12 @@ endif
 export PATH := $(NODE_BIN):$(PATH)
 
 RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux fdisk parted udev
-TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl postgresql
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl postgresql qemu-system-x86 seabios ipxe-qemu ovmf nasm mtools
 BENCH_DEBS := $(TEST_DEBS)
+BENCH_PXE_DEBS := wrk nginx
 SOURCES := $(shell find src -name '*.ts') tsconfig.json tsconfig.build.json
 
-.PHONY: help run demo build test lint typecheck bench deps-runtime deps-test deps-bench clean
+.PHONY: help run demo build test lint typecheck bench bench-pxe deps-runtime deps-test deps-bench clean
 
 help:
 	@echo "make run    - start bty-web on the embedded defaults (state in .state/web, http://localhost:8080)"
@@ -23,6 +24,7 @@ help:
 	@echo "make build  - compile to dist/ (bin/bty runs from there)"
 	@echo "make lint   - ESLint (type-aware) and Prettier"
 	@echo "make bench  - flash benchmark against dd and bmaptool (see docs/performance.md)"
+	@echo "make bench-pxe - PXE boot storm against bty-web, nginx as the ceiling (docs/performance.md)"
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -63,6 +65,10 @@ demo: deps-runtime build
 
 bench: deps-bench build
 	node bench/flash/run.ts $(BENCH_ARGS)
+
+bench-pxe: build
+	@scripts/deps-debian.sh $(BENCH_PXE_DEBS)
+	node bench/pxe/run.ts $(BENCH_PXE_ARGS)
 
 clean:
 	rm -rf dist .state .bench

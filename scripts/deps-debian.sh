@@ -25,11 +25,11 @@ if [ ! -e "$policy" ]; then
 fi
 apt-get update -qq >&2 || true
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-# The tests start their own registry and PostgreSQL on private ports; the packaged services must
-# not come up at the next boot either (policy-rc.d only stops them starting now).
+# Tests and benchmarks start their own registry, PostgreSQL and nginx on private ports; the packaged
+# services must not come up at the next boot either (policy-rc.d only stops them starting now).
 for p in "${missing[@]}"; do
   case "$p" in
-    docker-registry | postgresql)
+    docker-registry | postgresql | nginx)
       if command -v systemctl >/dev/null 2>&1; then
         systemctl disable "$p.service" >/dev/null 2>&1 || true
       fi

@@ -8,6 +8,7 @@ import { isBtyError } from '../core/errors.ts';
 import { LiveBus } from './bus.ts';
 import { detail, type WebContext } from './context.ts';
 import { metricsOf } from './metrics.ts';
+import { documentOnly, registerOpenApi, registerOpenApiRoute } from './openapi.ts';
 import { registerAuthRoutes } from './routes/auth.ts';
 import { registerBootRoutes } from './routes/boot.ts';
 import { registerCatalogRoutes } from './routes/catalog.ts';
@@ -48,6 +49,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 300 },
   });
 
+  // Route schemas document the API (GET /openapi.json) and nothing else: the routes validate
+  // their input by hand with messages naming the field, and answer with JSON.stringify. Set
+  // before any route so every scope inherits it.
+  documentOnly(app);
+  await registerOpenApi(app, ctx.version);
+
   app.setErrorHandler((err, _req, reply) => {
     if (isBtyError(err)) return detail(reply, err.httpStatus, err.message);
     const e = err as { statusCode?: number; message?: string; validation?: unknown };
@@ -69,8 +76,45 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     done();
   });
 
-  app.get('/healthz', () => ({ status: 'ok' }));
-  app.get('/version', () => ({ version: ctx.version }));
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'Liveness',
+        description: 'Answers as long as the server runs; it does not touch the database.',
+        tags: ['meta'],
+        response: {
+          200: {
+            description: 'Running.',
+            type: 'object',
+            required: ['status'],
+            properties: { status: { const: 'ok' } },
+          },
+        },
+      },
+    },
+    () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/version',
+    {
+      schema: {
+        summary: 'Server version',
+        description: "bty-web's own version.",
+        tags: ['meta'],
+        response: {
+          200: {
+            description: 'The version.',
+            type: 'object',
+            required: ['version'],
+            properties: { version: { type: 'string' } },
+          },
+        },
+      },
+    },
+    () => ({ version: ctx.version }),
+  );
+  registerOpenApiRoute(app);
   for (const register of ROUTES) register(app, ctx);
   await app.ready();
   return app;

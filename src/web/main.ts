@@ -3,6 +3,8 @@
  *
  *   bty-web [--config PATH]... [--host HOST] [--port PORT]   serve
  *   bty-web migrate [--config PATH]...                       apply database migrations, exit
+ *   bty-web export DIR [--force] [--config PATH]...          write a bundle (src/web/bundle.ts)
+ *   bty-web import DIR [--config PATH]...                    load a bundle, all or nothing
  *   bty-web --version
  *
  * Configuration: see src/web/config.ts (bty.toml search order, drop-ins, BTY_<SECTION>_<KEY>).
@@ -11,17 +13,25 @@ import { parseArgs } from 'node:util';
 import { EXIT, isBtyError, type ExitCode } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { buildApp } from './app.ts';
+import { exportBundle, importBundle } from './bundle.ts';
 import { loadConfig, resolvePaths, type ConfigOverrides } from './config.ts';
 import { migrate, openDatabase } from './db/database.ts';
 import { createSessions, resolveSessionSecret } from './session.ts';
 
 const USAGE = `usage: bty-web [--config PATH]... [--host HOST] [--port PORT]
        bty-web migrate [--config PATH]...
+       bty-web export DIR [--force] [--config PATH]...
+       bty-web import DIR [--config PATH]...
        bty-web --version
 
 --config PATH   a bty.toml or a drop-in folder of *.toml (repeatable; replaces the search list)
 --host HOST     listen address (default from [server] host)
 --port PORT     listen port (default from [server] port)
+
+export DIR      write the database as a bundle into DIR (new or empty): inventory.json (upstream's
+                format v3) plus machines.json, catalog.json and settings.json
+--force         with export: replace DIR even when it is not empty
+import DIR      load a bundle (all or nothing); machines in it replace those of the same MAC
 `;
 
 export interface WebIO {
@@ -46,6 +56,7 @@ export async function main(
     port?: string;
     version?: boolean;
     help?: boolean;
+    force?: boolean;
   };
   let positionals: string[];
   try {
@@ -58,6 +69,7 @@ export async function main(
         port: { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        force: { type: 'boolean' },
       },
     }));
   } catch (err) {
@@ -73,8 +85,26 @@ export async function main(
     return EXIT.ok;
   }
   const command = positionals[0] ?? 'serve';
-  if (!['serve', 'migrate'].includes(command) || positionals.length > 1) {
+  const takesDir = command === 'export' || command === 'import';
+  if (!['serve', 'migrate', 'export', 'import'].includes(command)) {
     io.err(`bty-web: unknown command: ${positionals.join(' ')}\n${USAGE}`);
+    return EXIT.usage;
+  }
+  if (takesDir ? positionals.length !== 2 : positionals.length > 1) {
+    io.err(
+      takesDir
+        ? `bty-web: ${command} needs exactly one folder: bty-web ${command} DIR\n${USAGE}`
+        : `bty-web: unknown command: ${positionals.join(' ')}\n${USAGE}`,
+    );
+    return EXIT.usage;
+  }
+  const bundleDir = takesDir ? positionals[1]! : '';
+  if (values.force && command !== 'export') {
+    io.err(`bty-web: --force goes with export only\n${USAGE}`);
+    return EXIT.usage;
+  }
+  if (takesDir && (values.host !== undefined || values.port !== undefined)) {
+    io.err(`bty-web: --host and --port go with serving only\n${USAGE}`);
     return EXIT.usage;
   }
   try {
@@ -96,6 +126,32 @@ export async function main(
       }
       if (command === 'migrate') {
         if (applied.length === 0) io.out(`database ${database.location} is up to date\n`);
+        return EXIT.ok;
+      }
+      if (command === 'export') {
+        const result = await exportBundle(database.db, bundleDir, { force: values.force ?? false });
+        io.out(`bty-web export -> ${bundleDir}: ${result.machines} machines\n`);
+        return EXIT.ok;
+      }
+      if (command === 'import') {
+        const result = await importBundle(database.db, bundleDir);
+        const extra = [
+          ...(result.catalog === null
+            ? []
+            : [
+                `${result.catalog.added + result.catalog.updated + result.catalog.unchanged} ` +
+                  `catalog entries (${result.catalog.added} added, ${result.catalog.updated} ` +
+                  `updated, ${result.catalog.unchanged} unchanged)`,
+              ]),
+          ...(result.settings === null ? [] : [`${result.settings} settings`]),
+        ];
+        io.out(
+          `bty-web import: ${result.machines} machines ` +
+            (result.withRecords ? '(with their records)' : '(as bty-inventory)') +
+            extra.map((e) => `, ${e}`).join('') +
+            '\n',
+        );
+        for (const line of result.skipped) io.err(`  skipped: ${line}\n`);
         return EXIT.ok;
       }
       // Upstream's rule: an empty password means the public default `bty-lab`.

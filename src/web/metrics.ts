@@ -20,6 +20,7 @@ import type {
   UnknownRow,
 } from 'kysely';
 import type { WebContext } from './context.ts';
+import { textResponse, type RouteDoc } from './openapi.ts';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -353,7 +354,14 @@ export function metricsOf(ctx: WebContext): WebMetrics {
  */
 export function registerMetricsRoutes(app: FastifyInstance, ctx: WebContext): void {
   const metrics = metricsOf(ctx);
-  app.get('/metrics', (_req, reply) =>
+  const schema: RouteDoc = {
+    summary: 'Prometheus metrics',
+    description:
+      'Request counts and durations by route, PXE offers, flashes, SSE subscribers and database time, in the Prometheus text format.',
+    tags: ['metrics'],
+    response: { 200: textResponse(METRICS_CONTENT_TYPE, 'Text exposition format 0.0.4.') },
+  };
+  app.get('/metrics', { schema }, (_req, reply) =>
     reply.type(METRICS_CONTENT_TYPE).send(metrics.registry.render()),
   );
 }

@@ -4,6 +4,51 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { detail, type WebContext } from '../context.ts';
+import { errors, noContent, type RouteDoc } from '../openapi.ts';
+
+const LOGIN_DOC: RouteDoc = {
+  summary: 'Log in',
+  description:
+    'Checks the admin password and sets the `bty-token` session cookie (a form, as the browser ' +
+    'posts it, or JSON).',
+  tags: ['auth'],
+  body: {
+    content: {
+      'application/json': {
+        schema: {
+          type: 'object',
+          required: ['password'],
+          properties: { password: { type: 'string' } },
+        },
+      },
+      'application/x-www-form-urlencoded': {
+        schema: {
+          type: 'object',
+          required: ['password'],
+          properties: { password: { type: 'string' } },
+        },
+      },
+    },
+  },
+  response: {
+    204: noContent(
+      'Logged in (a JSON body, or `Accept: application/json`); the cookie is in `Set-Cookie`.',
+    ),
+    303: noContent('Logged in from a form: `Location: /ui/dashboard`, cookie in `Set-Cookie`.'),
+    ...errors({
+      400: 'The JSON body does not parse.',
+      401: 'Wrong password.',
+      422: 'No `password` given: `password: required`.',
+    }),
+  },
+};
+
+const LOGOUT_DOC: RouteDoc = {
+  summary: 'Log out',
+  description: 'Clears the session cookie and redirects to the login page.',
+  tags: ['auth'],
+  response: { 303: noContent('Logged out: `Location: /ui/login`, the cookie cleared.') },
+};
 
 /**
  * A preHandler for protected JSON routes: no valid session ⇒ 401 `{"detail":"login required"}`,
@@ -26,7 +71,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
     },
   );
 
-  app.post<{ Body: unknown }>('/ui/login', async (req, reply) => {
+  app.post<{ Body: unknown }>('/ui/login', { schema: LOGIN_DOC }, async (req, reply) => {
     const body = req.body as { password?: unknown } | null;
     const password = typeof body?.password === 'string' ? body.password : null;
     if (password === null) return detail(reply, 422, 'password: required');
@@ -37,7 +82,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
     return reply.code(303).header('location', '/ui/dashboard').send();
   });
 
-  app.post('/ui/logout', async (_req, reply) => {
+  app.post('/ui/logout', { schema: LOGOUT_DOC }, async (_req, reply) => {
     ctx.sessions.logout(reply);
     return reply.code(303).header('location', '/ui/login').send();
   });

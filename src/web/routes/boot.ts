@@ -13,9 +13,56 @@ import { clientIp, detail, eventOf, toBootMachine, type WebContext } from '../co
 import { appendEvent } from '../db/events.ts';
 import { getMachine, updateMachineState } from '../db/machines.ts';
 import { metricsOf } from '../metrics.ts';
+import { errors, noContent, textResponse, type JsonSchema, type RouteDoc } from '../openapi.ts';
 
 /** A bare file name: no separators, no leading dot, no NUL (traversal cannot be spelled). */
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
+const NAME_PARAM: JsonSchema = {
+  type: 'object',
+  required: ['name'],
+  properties: {
+    name: {
+      type: 'string',
+      maxLength: 255,
+      pattern: ARTIFACT_NAME.source,
+      description: 'A bare file name in the boot folder (no separators, no leading dot).',
+    },
+  },
+};
+
+function fileDoc(head: boolean): RouteDoc {
+  const file = textResponse('application/octet-stream', 'The whole file.', 'binary');
+  return {
+    summary: head ? 'Boot artifact headers' : 'Boot artifact',
+    description: head
+      ? 'The headers of `GET /boot/{name}` without the body (UEFI HTTP boot sizes its buffer from Content-Length).'
+      : 'A boot artifact with Content-Length, ETag and one byte range; `?mac=` arms a live-environment cycle first.',
+    tags: ['boot'],
+    params: NAME_PARAM,
+    querystring: {
+      type: 'object',
+      properties: {
+        mac: {
+          type: 'string',
+          description:
+            'The MAC of the machine fetching it: fetching a live-environment artifact arms its cycle. A malformed one is ignored.',
+        },
+      },
+    },
+    response: {
+      200: head ? noContent('The file exists: its headers.') : file,
+      206: head
+        ? noContent('The headers of the range asked for.')
+        : textResponse('application/octet-stream', 'The byte range asked for (`Range`).', 'binary'),
+      416: noContent('The range is malformed or outside the file (`Content-Range: bytes */size`).'),
+      ...errors({
+        400: 'The name is not a bare file name: `invalid artifact name: …`.',
+        404: 'No such file: `no such file: …`.',
+      }),
+    },
+  };
+}
 
 export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void {
   const db = ctx.database.db.withPlugin(metricsOf(ctx).dbTiming);
@@ -57,8 +104,12 @@ export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void 
     if (!info?.isFile()) return detail(reply, 404, `no such file: ${name}`);
     return sendFile(req, reply, path, name, info.size, info.mtime);
   };
-  app.get('/boot/:name', bootRoute);
-  app.head('/boot/:name', bootRoute);
+  app.get('/boot/:name', { schema: fileDoc(false) }, bootRoute);
+  app.head(
+    '/boot/:name',
+    { schema: fileDoc(true), config: { swagger: { exposeHeadRoute: true } } },
+    bootRoute,
+  );
 }
 
 /**

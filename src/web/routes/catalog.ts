@@ -38,6 +38,15 @@ import {
   type StoredCatalogEntry,
 } from '../db/catalog.ts';
 import { appendEvent, type NewEvent } from '../db/events.ts';
+import {
+  NULLABLE_STRING,
+  errors,
+  noContent,
+  protectedRoute,
+  textResponse,
+  type JsonSchema,
+  type RouteDoc,
+} from '../openapi.ts';
 import { requireSession } from './auth.ts';
 
 export const TOML_TYPE = 'application/toml';
@@ -339,6 +348,209 @@ export function renderCatalogToml(entries: readonly StoredCatalogEntry[]): strin
 }
 
 // ---------------------------------------------------------------------------------------------
+// The routes' documentation (GET /openapi.json); the validators above are what they apply
+// ---------------------------------------------------------------------------------------------
+
+const REF_SCHEMA: JsonSchema = {
+  type: 'string',
+  pattern: REF.source,
+  description: 'sha256 (hex) of the canonical src: the key a machine binding names.',
+};
+
+const STORED_ENTRY: JsonSchema = {
+  type: 'object',
+  description: 'A stored catalog entry.',
+  required: ['ref', 'name', 'src', 'sha256', 'format', 'size_bytes', 'description', 'arch'],
+  properties: {
+    ref: REF_SCHEMA,
+    name: { type: 'string' },
+    src: { type: 'string', description: 'The image URL (http, https or oras).' },
+    sha256: NULLABLE_STRING,
+    format: NULLABLE_STRING,
+    size_bytes: { type: ['integer', 'null'] },
+    description: NULLABLE_STRING,
+    arch: NULLABLE_STRING,
+    created_at: { type: 'string' },
+    updated_at: { type: 'string' },
+  },
+};
+
+const ENTRY_BODY: JsonSchema = {
+  type: 'object',
+  required: ['src'],
+  additionalProperties: false,
+  properties: {
+    src: {
+      type: 'string',
+      maxLength: MAX_SRC_LENGTH,
+      description: 'An http://, https:// or oras:// URL (file:// is refused).',
+    },
+    name: {
+      type: ['string', 'null'],
+      maxLength: MAX_NAME_LENGTH,
+      description: "Unique; derived from the src's file name when absent.",
+    },
+    sha256: { type: ['string', 'null'], description: '64 hex digits, `sha256:` prefix allowed.' },
+    format: {
+      type: ['string', 'null'],
+      enum: [...IMAGE_FORMATS, null],
+      description: 'Derived from the name when absent.',
+    },
+    size_bytes: { type: ['integer', 'null'], minimum: 0 },
+    description: { type: ['string', 'null'], maxLength: MAX_DESCRIPTION_LENGTH },
+    arch: {
+      type: ['string', 'null'],
+      pattern: ARCH.source,
+      description: 'Derived from the name when absent (x86_64, arm64, …).',
+    },
+  },
+};
+
+const REF_PARAM: JsonSchema = {
+  type: 'object',
+  required: ['ref'],
+  properties: { ref: { ...REF_SCHEMA, description: 'The entry ref (any case).' } },
+};
+
+const BAD_REF = { 400: 'The ref is not 64 hexadecimal characters: `invalid ref: …`.' };
+
+const IMAGES_DOC: RouteDoc = {
+  summary: 'Image listing',
+  description: 'Every catalog entry in the short form the live environment and tools list.',
+  tags: ['catalog'],
+  response: {
+    200: {
+      description: 'The entries, by name.',
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'format', 'size_bytes', 'url', 'ref', 'sha_short', 'arch'],
+        properties: {
+          name: { type: 'string' },
+          format: { type: 'string', description: 'Empty when unknown.' },
+          size_bytes: { type: 'integer', description: '0 when unknown.' },
+          url: { type: 'string' },
+          ref: REF_SCHEMA,
+          sha_short: { ...NULLABLE_STRING, description: 'The first 12 digits of sha256.' },
+          arch: NULLABLE_STRING,
+        },
+      },
+    },
+  },
+};
+
+const CATALOG_TOML_DOC: RouteDoc = {
+  summary: 'Catalog as TOML',
+  description:
+    'The catalog in catalog TOML v1 (the entries with a sha256), as `bty --catalog` and the wizard read it.',
+  tags: ['catalog'],
+  response: { 200: textResponse(TOML_TYPE, 'A catalog TOML v1 document.') },
+};
+
+const CATALOG_DOC = protectedRoute({
+  summary: 'Catalog entries',
+  description: 'Every stored entry, with its timestamps.',
+  tags: ['catalog'],
+  response: {
+    200: {
+      description: 'The entries, by name.',
+      type: 'object',
+      required: ['entries'],
+      properties: { entries: { type: 'array', items: STORED_ENTRY } },
+    },
+  },
+});
+
+const ENTRY_DOC = protectedRoute({
+  summary: 'One catalog entry',
+  description: 'The stored entry with this ref.',
+  tags: ['catalog'],
+  params: REF_PARAM,
+  response: {
+    200: { ...STORED_ENTRY, description: 'The entry.' },
+    ...errors({ ...BAD_REF, 404: 'No entry with this ref.' }),
+  },
+});
+
+const ADD_ENTRY_DOC = protectedRoute({
+  summary: 'Add a catalog entry',
+  description:
+    'Adds one entry from JSON; name, format and arch are derived from the src when absent.',
+  tags: ['catalog'],
+  body: { content: { 'application/json': { schema: ENTRY_BODY } } },
+  response: {
+    201: { ...STORED_ENTRY, description: 'Added; `Location: /catalog/entries/{ref}`.' },
+    ...errors({
+      400: 'The body is not valid JSON.',
+      409: 'The src (same ref) or the name is already in the catalog.',
+      415: 'The Content-Type is not application/json.',
+      422: 'The body does not validate; the message names the field.',
+    }),
+  },
+});
+
+const DELETE_ENTRY_DOC = protectedRoute({
+  summary: 'Remove a catalog entry',
+  description: 'Removes the entry; machines bound to its ref keep the binding (and are counted).',
+  tags: ['catalog'],
+  params: REF_PARAM,
+  response: {
+    204: noContent('Removed.'),
+    ...errors({ ...BAD_REF, 404: 'No entry with this ref.' }),
+  },
+});
+
+const IMPORT_DOC = protectedRoute({
+  summary: 'Import a catalog',
+  description:
+    'Merges a catalog TOML (the body, or fetched from `{"url": …}`) into the catalog: new refs added, known refs updated.',
+  tags: ['catalog'],
+  body: {
+    content: {
+      'application/toml': { schema: { type: 'string', description: 'A catalog TOML v1.' } },
+      'text/plain': { schema: { type: 'string', description: 'A catalog TOML v1.' } },
+      'application/json': {
+        schema: {
+          type: 'object',
+          required: ['url'],
+          additionalProperties: false,
+          properties: {
+            url: {
+              type: 'string',
+              maxLength: MAX_SRC_LENGTH,
+              description:
+                'Where the catalog is: http(s)://, oras://, file:// or an absolute path on the server.',
+            },
+          },
+        },
+      },
+    },
+  },
+  response: {
+    200: {
+      description: 'Imported.',
+      type: 'object',
+      required: ['source', 'added', 'updated', 'unchanged', 'entries'],
+      properties: {
+        source: { type: 'string', description: 'The URL, or `request body`.' },
+        added: { type: 'integer' },
+        updated: { type: 'integer' },
+        unchanged: { type: 'integer' },
+        entries: { type: 'array', items: STORED_ENTRY, description: 'The imported entries.' },
+      },
+    },
+    ...errors({
+      400: 'The JSON body does not parse.',
+      409: 'An imported name would name two entries.',
+      413: 'The body is larger than the catalog limit.',
+      415: 'The Content-Type is none of application/toml, text/plain, application/json.',
+      422: 'The catalog or the url does not validate; the message names the entry and field.',
+      502: 'The catalog could not be fetched.',
+    }),
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
 // The routes
 // ---------------------------------------------------------------------------------------------
 
@@ -416,21 +628,23 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
 
   // -- open ---------------------------------------------------------------------------------
 
-  app.get('/images', async () => (await listCatalogEntries(db)).map(imageListing));
+  app.get('/images', { schema: IMAGES_DOC }, async () =>
+    (await listCatalogEntries(db)).map(imageListing),
+  );
 
-  app.get('/catalog.toml', async (_req, reply) =>
+  app.get('/catalog.toml', { schema: CATALOG_TOML_DOC }, async (_req, reply) =>
     reply.type(TOML_TYPE).send(renderCatalogToml(await listCatalogEntries(db))),
   );
 
   // -- protected ----------------------------------------------------------------------------
 
-  app.get('/catalog', { onRequest: guard }, async () => ({
+  app.get('/catalog', { onRequest: guard, schema: CATALOG_DOC }, async () => ({
     entries: await listCatalogEntries(db),
   }));
 
   app.get<{ Params: { ref: string } }>(
     '/catalog/entries/:ref',
-    { onRequest: guard },
+    { onRequest: guard, schema: ENTRY_DOC },
     async (req, reply) => {
       const ref = refParam(req.params.ref, reply);
       if (ref === null) return reply;
@@ -440,66 +654,70 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
     },
   );
 
-  app.post<{ Body: unknown }>('/catalog/entries', { onRequest: guard }, async (req, reply) => {
-    if (mediaType(req) !== 'application/json') {
-      return detail(reply, 415, 'content-type: must be application/json');
-    }
-    const body = req.body;
-    if (!isObject(body)) {
-      return detail(reply, 422, 'body: must be a JSON object {"src": …, "name"?: …, …}');
-    }
-    const extra = Object.keys(body).filter((k) => !ENTRY_KEYS.includes(k));
-    if (extra.length > 0) return detail(reply, 422, `unknown field(s): ${extra.join(', ')}`);
-    let fields: CatalogEntryFields;
-    try {
-      fields = validateEntry(body as unknown as EntryInput, '', true);
-    } catch (err) {
-      if (err instanceof FieldError) return detail(reply, 422, err.message);
-      throw err;
-    }
-    const who = operator(req);
-    const addedEvent = (entry: StoredCatalogEntry): NewEvent => ({
-      ...who,
-      kind: 'catalog.entry.added',
-      subjectId: entry.ref,
-      summary: `catalog entry ${entry.name} added (${short(entry.ref)})`,
-      details: {
-        ref: entry.ref,
-        name: entry.name,
-        src: entry.src,
-        sha256: entry.sha256,
-        format: entry.format,
-        size_bytes: entry.size_bytes,
-        arch: entry.arch,
-      },
-    });
-    const result = await addCatalogEntry(db, fields, now(), addedEvent);
-    if (result.outcome === 'added') {
-      publish(result.eventId, addedEvent(result.entry));
-      return reply
-        .code(201)
-        .header('location', `/catalog/entries/${result.entry.ref}`)
-        .send(result.entry);
-    }
-    const existing = result.existing;
-    const message =
-      result.outcome === 'ref_exists'
-        ? `src: the catalog already has this source as ${reprString(existing.name)} ` +
-          `(ref ${existing.ref}); delete it first to replace it`
-        : `name: ${reprString(fields.name)} is already used by the entry with ref ${existing.ref}`;
-    await log({
-      ...who,
-      kind: 'catalog.entry.add.failed',
-      subjectId: fields.ref,
-      summary: clip(`catalog entry ${fields.name} not added: ${message}`),
-      details: { ref: fields.ref, name: fields.name, src: fields.src, error: message },
-    });
-    return detail(reply, 409, message);
-  });
+  app.post<{ Body: unknown }>(
+    '/catalog/entries',
+    { onRequest: guard, schema: ADD_ENTRY_DOC },
+    async (req, reply) => {
+      if (mediaType(req) !== 'application/json') {
+        return detail(reply, 415, 'content-type: must be application/json');
+      }
+      const body = req.body;
+      if (!isObject(body)) {
+        return detail(reply, 422, 'body: must be a JSON object {"src": …, "name"?: …, …}');
+      }
+      const extra = Object.keys(body).filter((k) => !ENTRY_KEYS.includes(k));
+      if (extra.length > 0) return detail(reply, 422, `unknown field(s): ${extra.join(', ')}`);
+      let fields: CatalogEntryFields;
+      try {
+        fields = validateEntry(body as unknown as EntryInput, '', true);
+      } catch (err) {
+        if (err instanceof FieldError) return detail(reply, 422, err.message);
+        throw err;
+      }
+      const who = operator(req);
+      const addedEvent = (entry: StoredCatalogEntry): NewEvent => ({
+        ...who,
+        kind: 'catalog.entry.added',
+        subjectId: entry.ref,
+        summary: `catalog entry ${entry.name} added (${short(entry.ref)})`,
+        details: {
+          ref: entry.ref,
+          name: entry.name,
+          src: entry.src,
+          sha256: entry.sha256,
+          format: entry.format,
+          size_bytes: entry.size_bytes,
+          arch: entry.arch,
+        },
+      });
+      const result = await addCatalogEntry(db, fields, now(), addedEvent);
+      if (result.outcome === 'added') {
+        publish(result.eventId, addedEvent(result.entry));
+        return reply
+          .code(201)
+          .header('location', `/catalog/entries/${result.entry.ref}`)
+          .send(result.entry);
+      }
+      const existing = result.existing;
+      const message =
+        result.outcome === 'ref_exists'
+          ? `src: the catalog already has this source as ${reprString(existing.name)} ` +
+            `(ref ${existing.ref}); delete it first to replace it`
+          : `name: ${reprString(fields.name)} is already used by the entry with ref ${existing.ref}`;
+      await log({
+        ...who,
+        kind: 'catalog.entry.add.failed',
+        subjectId: fields.ref,
+        summary: clip(`catalog entry ${fields.name} not added: ${message}`),
+        details: { ref: fields.ref, name: fields.name, src: fields.src, error: message },
+      });
+      return detail(reply, 409, message);
+    },
+  );
 
   app.delete<{ Params: { ref: string } }>(
     '/catalog/entries/:ref',
-    { onRequest: guard },
+    { onRequest: guard, schema: DELETE_ENTRY_DOC },
     async (req, reply) => {
       const ref = refParam(req.params.ref, reply);
       if (ref === null) return reply;
@@ -523,7 +741,7 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
   app.post<{ Body: unknown }>(
     '/catalog/import',
     // A catalog is at most 4 MiB wherever it comes from; JSON and TOML framing fit in the slack.
-    { onRequest: guard, bodyLimit: REMOTE_CATALOG_MAX_BYTES + 64 * 1024 },
+    { onRequest: guard, bodyLimit: REMOTE_CATALOG_MAX_BYTES + 64 * 1024, schema: IMPORT_DOC },
     async (req, reply) => {
       const who = operator(req);
       const type = mediaType(req);

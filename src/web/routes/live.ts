@@ -18,6 +18,15 @@ import {
 import { getCatalogEntry, type StoredCatalogEntry } from '../db/catalog.ts';
 import { appendEvent, type NewEvent } from '../db/events.ts';
 import { touchMachine } from '../db/machines.ts';
+import {
+  BAD_MAC_OR_JSON,
+  MAC_PARAM,
+  NULLABLE_STRING,
+  errors,
+  noContent,
+  type JsonSchema,
+  type RouteDoc,
+} from '../openapi.ts';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
@@ -210,6 +219,7 @@ export const PROGRESS_PHASES = [
   'failed',
 ] as const;
 export const PROGRESS_MESSAGE_MAX = 500;
+const PROGRESS_BODY_LIMIT = 16 * 1024;
 /** At most one stored progress write per MAC per this many ms (a phase change always writes). */
 export const PROGRESS_WRITE_INTERVAL_MS = 1000;
 
@@ -347,6 +357,132 @@ export class ProgressThrottle {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The routes' documentation (GET /openapi.json); the checks above are what the routes apply
+// ---------------------------------------------------------------------------------------------
+
+const PLAN_SCHEMA: JsonSchema = {
+  description: 'What the live environment does next, by `mode`.',
+  oneOf: [
+    {
+      type: 'object',
+      required: ['mode', 'image', 'target_disk_serial', 'name'],
+      properties: {
+        mode: { const: 'flash' },
+        image: { type: 'string', description: 'The image URL (its origin, for now).' },
+        target_disk_serial: { type: 'string' },
+        name: { type: 'string', description: 'The catalog entry name.' },
+        disk_image_sha: { type: 'string', description: 'sha256 of the image, when known.' },
+        format: { type: 'string' },
+      },
+    },
+    {
+      type: 'object',
+      required: ['mode', 'catalog'],
+      properties: {
+        mode: { const: 'interactive' },
+        catalog: { type: 'string', description: 'The URL of the catalog TOML on this server.' },
+      },
+    },
+    { type: 'object', required: ['mode'], properties: { mode: { const: 'inventory' } } },
+    { type: 'object', required: ['mode'], properties: { mode: { const: 'exit' } } },
+  ],
+};
+
+const PLAN_DOC: RouteDoc = {
+  summary: 'Live-environment plan',
+  description:
+    'What the booted live environment should do: flash an image, run the interactive wizard, report an inventory, or exit.',
+  tags: ['live-env'],
+  params: MAC_PARAM,
+  response: {
+    200: PLAN_SCHEMA,
+    ...errors({ 400: 'The MAC is malformed (`invalid MAC: …`), or the Host header is unusable.' }),
+  },
+};
+
+const DISK_SCHEMA: JsonSchema = {
+  type: 'object',
+  required: ['path'],
+  description:
+    "One disk as lsblk shows it; other keys are dropped. Flags also accept 0/1 and '0'/'1'/'true'/'false'.",
+  properties: {
+    path: { type: 'string', minLength: 1, maxLength: DISK_TEXT_LIMITS.path },
+    model: { ...NULLABLE_STRING, maxLength: DISK_TEXT_LIMITS.model },
+    serial: { ...NULLABLE_STRING, maxLength: DISK_TEXT_LIMITS.serial },
+    size: {
+      type: ['string', 'integer', 'null'],
+      maxLength: DISK_TEXT_LIMITS.size,
+      description: 'Bytes, as text or as a number.',
+    },
+    tran: { ...NULLABLE_STRING, maxLength: DISK_TEXT_LIMITS.tran },
+    vendor: { ...NULLABLE_STRING, maxLength: DISK_TEXT_LIMITS.vendor },
+    readonly: { type: ['boolean', 'integer', 'string', 'null'] },
+    removable: { type: ['boolean', 'integer', 'string', 'null'] },
+  },
+};
+
+const INVENTORY_DOC: RouteDoc = {
+  summary: 'Report the hardware inventory',
+  description:
+    'Stores the disks the live environment found (replacing the previous list) and, when given, the lshw blob.',
+  tags: ['live-env'],
+  params: MAC_PARAM,
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      disks: { type: ['array', 'null'], maxItems: MAX_DISKS, items: DISK_SCHEMA },
+      lshw: {
+        type: ['object', 'array', 'null'],
+        description: `\`lshw -json\` output; stored up to ${LSHW_MAX_BYTES} bytes (a larger one is skipped), at most ${LSHW_MAX_DEPTH} levels deep.`,
+      },
+    },
+  },
+  response: {
+    204: noContent('Stored.'),
+    ...errors({
+      ...BAD_MAC_OR_JSON,
+      404: 'No machine record for this MAC (logged as an orphan signal).',
+      413: `The body is larger than ${INVENTORY_BODY_LIMIT} bytes.`,
+      422: 'The body does not validate; the message names the field (`disks[2].serial: …`).',
+    }),
+  },
+};
+
+const PROGRESS_DOC: RouteDoc = {
+  summary: 'Report flash progress',
+  description:
+    "Stores the machine's current flash progress (at most one write a second per machine, every phase change kept) and pushes it to live subscribers.",
+  tags: ['live-env'],
+  params: MAC_PARAM,
+  body: {
+    type: 'object',
+    required: ['phase', 'bytes_done', 'bytes_total', 'rate_bps'],
+    additionalProperties: false,
+    properties: {
+      phase: { enum: [...PROGRESS_PHASES] },
+      bytes_done: { type: 'integer', minimum: 0 },
+      bytes_total: { type: ['integer', 'null'], minimum: 0 },
+      rate_bps: { type: 'number', minimum: 0, description: 'Bytes per second.' },
+      eta_seconds: { type: ['number', 'null'], minimum: 0 },
+      source_bytes_done: { type: 'integer', minimum: 0 },
+      source_bytes_total: { type: ['integer', 'null'], minimum: 0 },
+      resumes: { type: 'integer', minimum: 0, description: 'Download resumes so far.' },
+      message: { type: 'string', maxLength: PROGRESS_MESSAGE_MAX },
+    },
+  },
+  response: {
+    204: noContent('Recorded.'),
+    ...errors({
+      ...BAD_MAC_OR_JSON,
+      404: 'No machine record for this MAC.',
+      413: `The body is larger than ${PROGRESS_BODY_LIMIT} bytes.`,
+      422: 'The body does not validate; the message names the field.',
+    }),
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // The routes
 // ---------------------------------------------------------------------------------------------
 
@@ -376,83 +512,87 @@ export function registerLiveRoutes(app: FastifyInstance, ctx: WebContext): void 
     throw err;
   };
 
-  app.get<{ Params: { mac: string } }>('/pxe/:mac/plan', async (req, reply) => {
-    const mac = macParam(req.params.mac, reply);
-    if (mac === null) return reply;
-    // Validated before anything is stored: a bad Host header is a 400 and changes nothing.
-    const host = hostOf(req);
-    const ip = clientIp(req, trustedProxy);
-    const at = now();
-    const first = discoveredMachine(mac, ip, 'plan');
-    const { machine: row, discovered } = await touchMachine(db, mac, ip, at, {
-      bootMode: first.machine.boot_mode,
-      event: eventOf(first.event),
-    });
-    const entry = row.bty_image_ref ? await getCatalogEntry(db, row.bty_image_ref) : null;
-    const dispatch = decidePlanDispatch(toBootMachine(row, null), entry);
+  app.get<{ Params: { mac: string } }>(
+    '/pxe/:mac/plan',
+    { schema: PLAN_DOC },
+    async (req, reply) => {
+      const mac = macParam(req.params.mac, reply);
+      if (mac === null) return reply;
+      // Validated before anything is stored: a bad Host header is a 400 and changes nothing.
+      const host = hostOf(req);
+      const ip = clientIp(req, trustedProxy);
+      const at = now();
+      const first = discoveredMachine(mac, ip, 'plan');
+      const { machine: row, discovered } = await touchMachine(db, mac, ip, at, {
+        bootMode: first.machine.boot_mode,
+        event: eventOf(first.event),
+      });
+      const entry = row.bty_image_ref ? await getCatalogEntry(db, row.bty_image_ref) : null;
+      const dispatch = decidePlanDispatch(toBootMachine(row, null), entry);
 
-    let plan: Plan;
-    let summary: string;
-    const extra: Record<string, unknown> = {};
-    switch (dispatch.mode) {
-      case 'flash': {
-        const e: StoredCatalogEntry = dispatch.entry;
-        // The origin URL for now; the artifact-cache issue routes it through the cache.
-        plan = {
-          mode: 'flash',
-          image: e.src,
-          target_disk_serial: dispatch.target_disk_serial,
-          name: e.name,
-          ...(e.sha256 ? { disk_image_sha: e.sha256 } : {}),
-          ...(e.format ? { format: e.format } : {}),
-        };
-        summary = `${mac} plan: flash ${e.name} (${e.ref.slice(0, 12)}) to disk ${dispatch.target_disk_serial}`;
-        extra.withcache = { configured: false, hit: null, served_from: 'origin' };
-        break;
-      }
-      case 'interactive':
-        plan = { mode: 'interactive', catalog: `http://${host}/catalog.toml` };
-        if (dispatch.offerKind === 'plan:interactive:flash-unresolved') {
-          extra.reason = dispatch.reason;
-          summary =
-            `${mac} plan: interactive wizard (${row.boot_mode} cannot flash: ` +
-            (dispatch.reason === 'no_target_disk'
-              ? 'no target disk serial)'
-              : 'image ref not in the catalog)');
-        } else {
-          summary = `${mac} plan: interactive wizard (bty-tui)`;
+      let plan: Plan;
+      let summary: string;
+      const extra: Record<string, unknown> = {};
+      switch (dispatch.mode) {
+        case 'flash': {
+          const e: StoredCatalogEntry = dispatch.entry;
+          // The origin URL for now; the artifact-cache issue routes it through the cache.
+          plan = {
+            mode: 'flash',
+            image: e.src,
+            target_disk_serial: dispatch.target_disk_serial,
+            name: e.name,
+            ...(e.sha256 ? { disk_image_sha: e.sha256 } : {}),
+            ...(e.format ? { format: e.format } : {}),
+          };
+          summary = `${mac} plan: flash ${e.name} (${e.ref.slice(0, 12)}) to disk ${dispatch.target_disk_serial}`;
+          extra.withcache = { configured: false, hit: null, served_from: 'origin' };
+          break;
         }
-        break;
-      case 'inventory':
-        plan = { mode: 'inventory' };
-        summary = `${mac} plan: hardware inventory`;
-        break;
-      case 'exit':
-        plan = { mode: 'exit' };
-        summary = isFlashMode(row.boot_mode)
-          ? `${mac} plan: exit (${row.boot_mode} without an image ref)`
-          : `${mac} plan: exit (boot_mode ${JSON.stringify(row.boot_mode)})`;
-        break;
-    }
-    const event: NewEvent = {
-      kind: 'netboot.pxe.plan',
-      summary,
-      subjectKind: 'machine',
-      subjectId: mac,
-      actor: 'pxe-client',
-      sourceIp: ip,
-      details: { plan, boot_mode: row.boot_mode, offer_kind: dispatch.offerKind, ...extra },
-    };
-    const id = await appendEvent(db, event, at);
-    if (discovered) ctx.bus.publish({ type: 'machine', mac, change: 'discovered' });
-    ctx.bus.publish({ type: 'offer', mac, offer_kind: dispatch.offerKind });
-    publishEvent(id, event);
-    return reply.type(JSON_TYPE).send(plan);
-  });
+        case 'interactive':
+          plan = { mode: 'interactive', catalog: `http://${host}/catalog.toml` };
+          if (dispatch.offerKind === 'plan:interactive:flash-unresolved') {
+            extra.reason = dispatch.reason;
+            summary =
+              `${mac} plan: interactive wizard (${row.boot_mode} cannot flash: ` +
+              (dispatch.reason === 'no_target_disk'
+                ? 'no target disk serial)'
+                : 'image ref not in the catalog)');
+          } else {
+            summary = `${mac} plan: interactive wizard (bty-tui)`;
+          }
+          break;
+        case 'inventory':
+          plan = { mode: 'inventory' };
+          summary = `${mac} plan: hardware inventory`;
+          break;
+        case 'exit':
+          plan = { mode: 'exit' };
+          summary = isFlashMode(row.boot_mode)
+            ? `${mac} plan: exit (${row.boot_mode} without an image ref)`
+            : `${mac} plan: exit (boot_mode ${JSON.stringify(row.boot_mode)})`;
+          break;
+      }
+      const event: NewEvent = {
+        kind: 'netboot.pxe.plan',
+        summary,
+        subjectKind: 'machine',
+        subjectId: mac,
+        actor: 'pxe-client',
+        sourceIp: ip,
+        details: { plan, boot_mode: row.boot_mode, offer_kind: dispatch.offerKind, ...extra },
+      };
+      const id = await appendEvent(db, event, at);
+      if (discovered) ctx.bus.publish({ type: 'machine', mac, change: 'discovered' });
+      ctx.bus.publish({ type: 'offer', mac, offer_kind: dispatch.offerKind });
+      publishEvent(id, event);
+      return reply.type(JSON_TYPE).send(plan);
+    },
+  );
 
   app.post<{ Params: { mac: string }; Body: unknown }>(
     '/pxe/:mac/inventory',
-    { bodyLimit: INVENTORY_BODY_LIMIT },
+    { bodyLimit: INVENTORY_BODY_LIMIT, schema: INVENTORY_DOC },
     async (req, reply) => {
       const mac = macParam(req.params.mac, reply);
       if (mac === null) return reply;
@@ -540,7 +680,7 @@ export function registerLiveRoutes(app: FastifyInstance, ctx: WebContext): void 
 
   app.post<{ Params: { mac: string }; Body: unknown }>(
     '/pxe/:mac/progress',
-    { bodyLimit: 16 * 1024 },
+    { bodyLimit: PROGRESS_BODY_LIMIT, schema: PROGRESS_DOC },
     async (req, reply) => {
       const mac = macParam(req.params.mac, reply);
       if (mac === null) return reply;

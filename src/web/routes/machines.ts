@@ -13,8 +13,7 @@
  * for a body that does not validate, 404 for a missing record. Messages start with the field.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { lstat, mkdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -31,6 +30,7 @@ import {
   getMachineRecord,
   listMachineRecords,
   lockMachine,
+  MAX_LABEL_LENGTH,
   MAX_LABELS,
   replaceLabels,
   updateMachineBinding,
@@ -38,6 +38,17 @@ import {
   type MachineBinding,
   type MachineRecord,
 } from '../db/machines.ts';
+import {
+  BAD_MAC,
+  BAD_MAC_OR_JSON,
+  MAC_PARAM,
+  NULLABLE_STRING,
+  errors,
+  noContent,
+  protectedRoute,
+  type JsonSchema,
+  type RouteDoc,
+} from '../openapi.ts';
 import { requireSession } from './auth.ts';
 import { ARTIFACT_NAME } from './boot.ts';
 import { registerEventRoutes } from './events.ts';
@@ -243,6 +254,165 @@ export function mediaType(header: string | undefined): string {
   return (header ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The machine routes' documentation (GET /openapi.json); parseMachineUpsert and the handlers
+// are what apply
+// ---------------------------------------------------------------------------------------------
+
+const TIME = (description: string): JsonSchema => ({ ...NULLABLE_STRING, description });
+
+const MACHINE_SCHEMA: JsonSchema = {
+  type: 'object',
+  description: 'A machine record. Times are ISO-8601 UTC with a trailing Z.',
+  required: [
+    'mac',
+    'bty_image_ref',
+    'labels',
+    'discovered_at',
+    'last_seen_at',
+    'last_seen_ip',
+    'boot_mode',
+    'sanboot_drive',
+    'last_flashed_at',
+    'known_disks',
+    'known_disks_at',
+    'target_disk_serial',
+    'created_at',
+    'updated_at',
+  ],
+  properties: {
+    mac: { type: 'string', examples: ['52:54:00:12:34:56'] },
+    bty_image_ref: { ...NULLABLE_STRING, description: 'The bound catalog entry ref.' },
+    labels: { type: 'array', items: { type: 'string' } },
+    discovered_at: TIME('First seen by the PXE plane (null when created by an operator).'),
+    last_seen_at: TIME('Last request from the machine.'),
+    last_seen_ip: NULLABLE_STRING,
+    boot_mode: { type: 'string' },
+    sanboot_drive: { ...NULLABLE_STRING, description: 'BIOS drive for a disk boot, `0x80`.' },
+    last_flashed_at: TIME('Last flash reported done.'),
+    known_disks: {
+      type: ['array', 'null'],
+      items: { type: 'object' },
+      description: 'The disks of the last inventory.',
+    },
+    known_disks_at: TIME('When they were reported.'),
+    target_disk_serial: { ...NULLABLE_STRING, description: 'The disk a flash writes to.' },
+    created_at: { type: 'string' },
+    updated_at: { type: 'string' },
+  },
+};
+
+const UPSERT_BODY: JsonSchema = {
+  type: 'object',
+  description: 'The whole binding: an omitted field is reset to its default (a replace).',
+  additionalProperties: false,
+  properties: {
+    bty_image_ref: {
+      type: ['string', 'null'],
+      pattern: REF.source,
+      default: null,
+      description: 'A catalog entry ref (64 lower-case hex digits).',
+    },
+    labels: {
+      type: 'array',
+      maxItems: MAX_LABELS,
+      default: [],
+      items: {
+        type: 'string',
+        minLength: 1,
+        maxLength: MAX_LABEL_LENGTH,
+        pattern: '^[A-Za-z0-9][A-Za-z0-9 ._-]*$',
+      },
+    },
+    boot_mode: { enum: [...SUPPORTED_BOOT_MODES], default: 'ipxe-exit' },
+    sanboot_drive: {
+      type: ['string', 'null'],
+      pattern: DRIVE.source,
+      default: null,
+      description: 'A BIOS drive number, `0x80`; stored as 0x + two lower-case digits.',
+    },
+    target_disk_serial: {
+      type: ['string', 'null'],
+      maxLength: MAX_SERIAL_LENGTH,
+      default: null,
+      description: 'The serial of the disk to flash; empty means none.',
+    },
+  },
+};
+
+const MACHINES_DOC = protectedRoute({
+  summary: 'Machines',
+  description: 'Every machine record.',
+  tags: ['machines'],
+  response: { 200: { description: 'The machines.', type: 'array', items: MACHINE_SCHEMA } },
+});
+
+const MACHINE_DOC = protectedRoute({
+  summary: 'One machine',
+  description: 'The machine record for this MAC.',
+  tags: ['machines'],
+  params: MAC_PARAM,
+  response: {
+    200: { ...MACHINE_SCHEMA, description: 'The machine.' },
+    ...errors({ ...BAD_MAC, 404: 'No machine record for this MAC.' }),
+  },
+});
+
+const PUT_DOC = protectedRoute({
+  summary: 'Create or replace a machine binding',
+  description:
+    'Creates the machine or replaces its binding; a change that affects the boot policy resets its boot cycle.',
+  tags: ['machines'],
+  params: MAC_PARAM,
+  body: { content: { 'application/json': { schema: UPSERT_BODY } } },
+  response: {
+    200: { ...MACHINE_SCHEMA, description: 'The machine as stored.' },
+    ...errors({
+      ...BAD_MAC_OR_JSON,
+      413: `The body is larger than ${MACHINE_BODY_LIMIT} bytes.`,
+      415: 'The Content-Type is not application/json.',
+      422: 'The body does not validate; the message names the field.',
+    }),
+  },
+});
+
+const DELETE_DOC = protectedRoute({
+  summary: 'Delete a machine',
+  description: 'Deletes the machine record with its labels and inventory.',
+  tags: ['machines'],
+  params: MAC_PARAM,
+  response: {
+    204: noContent('Deleted.'),
+    ...errors({ ...BAD_MAC, 404: 'No machine record for this MAC.' }),
+  },
+});
+
+function downloadDoc(what: 'lshw' | 'disks'): RouteDoc {
+  const lshw = what === 'lshw';
+  return protectedRoute({
+    summary: lshw ? 'lshw hardware report' : 'Disk inventory',
+    description: lshw
+      ? 'The stored `lshw -json` blob of the machine, as a download.'
+      : 'The disks of the last inventory, as a download.',
+    tags: ['machines'],
+    params: MAC_PARAM,
+    response: {
+      200: {
+        description: `JSON, with \`Content-Disposition: attachment; filename="<mac>-${what}.json"\`.`,
+        type: lshw ? ['object', 'array'] : 'array',
+      },
+      ...errors({
+        ...BAD_MAC,
+        404: `No machine record for this MAC, or no ${lshw ? 'lshw report' : 'disk inventory'} yet.`,
+      }),
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The routes
+// ---------------------------------------------------------------------------------------------
+
 export function registerMachineRoutes(app: FastifyInstance, ctx: WebContext): void {
   void app.register(async (scope) => {
     operatorScope(scope);
@@ -302,20 +472,24 @@ type MacRequest = FastifyRequest<{ Params: { mac: string } }>;
 
 function machineRoutes(scope: FastifyInstance, ctx: WebContext): void {
   const { db } = ctx.database;
-  const guard = { onRequest: requireSession(ctx) };
+  const onRequest = requireSession(ctx);
 
-  scope.get('/machines', guard, async () => {
+  scope.get('/machines', { onRequest, schema: MACHINES_DOC }, async () => {
     const records = await listMachineRecords(db);
     return records.map(machineWire);
   });
 
-  scope.get<{ Params: { mac: string } }>('/machines/:mac', guard, async (req, reply) => {
-    const mac = macParam(req.params.mac, reply);
-    if (mac === null) return reply;
-    const record = await getMachineRecord(db, mac);
-    if (!record) return detail(reply, 404, `no machine record for ${mac}`);
-    return machineWire(record);
-  });
+  scope.get<{ Params: { mac: string } }>(
+    '/machines/:mac',
+    { onRequest, schema: MACHINE_DOC },
+    async (req, reply) => {
+      const mac = macParam(req.params.mac, reply);
+      if (mac === null) return reply;
+      const record = await getMachineRecord(db, mac);
+      if (!record) return detail(reply, 404, `no machine record for ${mac}`);
+      return machineWire(record);
+    },
+  );
 
   const download = (what: 'lshw' | 'disks') => async (req: MacRequest, reply: FastifyReply) => {
     const mac = macParam(req.params.mac, reply);
@@ -338,12 +512,20 @@ function machineRoutes(scope: FastifyInstance, ctx: WebContext): void {
       )
       .send(text);
   };
-  scope.get<{ Params: { mac: string } }>('/machines/:mac/lshw.json', guard, download('lshw'));
-  scope.get<{ Params: { mac: string } }>('/machines/:mac/disks.json', guard, download('disks'));
+  scope.get<{ Params: { mac: string } }>(
+    '/machines/:mac/lshw.json',
+    { onRequest, schema: downloadDoc('lshw') },
+    download('lshw'),
+  );
+  scope.get<{ Params: { mac: string } }>(
+    '/machines/:mac/disks.json',
+    { onRequest, schema: downloadDoc('disks') },
+    download('disks'),
+  );
 
   scope.put<{ Params: { mac: string }; Body: unknown }>(
     '/machines/:mac',
-    { ...guard, bodyLimit: MACHINE_BODY_LIMIT },
+    { onRequest, bodyLimit: MACHINE_BODY_LIMIT, schema: PUT_DOC },
     async (req, reply) => {
       const mac = macParam(req.params.mac, reply);
       if (mac === null) return reply;
@@ -401,39 +583,43 @@ function machineRoutes(scope: FastifyInstance, ctx: WebContext): void {
     },
   );
 
-  scope.delete<{ Params: { mac: string } }>('/machines/:mac', guard, async (req, reply) => {
-    const mac = macParam(req.params.mac, reply);
-    if (mac === null) return reply;
-    const ip = clientIp(req, ctx.trustedProxy);
-    const at = ctx.now();
-    const deleted = await withFailureEvent(ctx, mac, 'machine.delete.failed', ip, () =>
-      db.transaction().execute(async (tx) => {
-        const record = await getMachineRecord(tx, mac);
-        if (!record || !(await deleteMachine(tx, mac))) return null;
-        const r = record.row;
-        const event: NewEvent = {
-          kind: 'machine.deleted',
-          summary: `operator deleted machine ${mac}`,
-          subjectKind: 'machine',
-          subjectId: mac,
-          actor: 'operator',
-          sourceIp: ip,
-          details: bindingDetails({
-            bty_image_ref: r.bty_image_ref,
-            boot_mode: r.boot_mode,
-            sanboot_drive: r.sanboot_drive,
-            target_disk_serial: r.target_disk_serial,
-            labels: record.labels,
-          }),
-        };
-        return { event, id: await appendEvent(tx, event, at) };
-      }),
-    );
-    if (deleted === null) return detail(reply, 404, `no machine record for ${mac}`);
-    ctx.bus.publish({ type: 'machine', mac, change: 'deleted' });
-    publishEvent(ctx, deleted.id, deleted.event);
-    return reply.code(204).send();
-  });
+  scope.delete<{ Params: { mac: string } }>(
+    '/machines/:mac',
+    { onRequest, schema: DELETE_DOC },
+    async (req, reply) => {
+      const mac = macParam(req.params.mac, reply);
+      if (mac === null) return reply;
+      const ip = clientIp(req, ctx.trustedProxy);
+      const at = ctx.now();
+      const deleted = await withFailureEvent(ctx, mac, 'machine.delete.failed', ip, () =>
+        db.transaction().execute(async (tx) => {
+          const record = await getMachineRecord(tx, mac);
+          if (!record || !(await deleteMachine(tx, mac))) return null;
+          const r = record.row;
+          const event: NewEvent = {
+            kind: 'machine.deleted',
+            summary: `operator deleted machine ${mac}`,
+            subjectKind: 'machine',
+            subjectId: mac,
+            actor: 'operator',
+            sourceIp: ip,
+            details: bindingDetails({
+              bty_image_ref: r.bty_image_ref,
+              boot_mode: r.boot_mode,
+              sanboot_drive: r.sanboot_drive,
+              target_disk_serial: r.target_disk_serial,
+              labels: record.labels,
+            }),
+          };
+          return { event, id: await appendEvent(tx, event, at) };
+        }),
+      );
+      if (deleted === null) return detail(reply, 404, `no machine record for ${mac}`);
+      ctx.bus.publish({ type: 'machine', mac, change: 'deleted' });
+      publishEvent(ctx, deleted.id, deleted.event);
+      return reply.code(204).send();
+    },
+  );
 }
 
 /** Tells live subscribers about a new audit event. */
@@ -482,17 +668,45 @@ async function withFailureEvent<T>(
 // GET /config
 // ---------------------------------------------------------------------------------------------
 
+const CONFIG_DOC = protectedRoute({
+  summary: 'Effective configuration',
+  description: "The server's configuration with each key's source; secrets are redacted.",
+  tags: ['config'],
+  response: {
+    200: {
+      description: 'The configuration.',
+      type: 'object',
+      required: ['config', 'sources', 'files', 'warnings'],
+      properties: {
+        config: { type: 'object', description: 'Sections and keys, in TOML spelling.' },
+        sources: {
+          type: 'object',
+          additionalProperties: { type: 'string' },
+          description: '`section.key` → `default`, `toml:<file>`, `env:<VARIABLE>` or `cli`.',
+        },
+        files: { type: 'array', items: { type: 'string' }, description: 'The files read.' },
+        warnings: { type: 'array', items: { type: 'string' } },
+      },
+    },
+    ...errors({ 404: 'The server was started without a loaded configuration (tests, embedding).' }),
+  },
+});
+
 /**
  * The effective configuration with each key's source, secrets redacted. A server built
  * without a loaded configuration (tests, embedding) has nothing true to show: 404 says so.
  */
 function configRoute(scope: FastifyInstance, ctx: WebContext): void {
-  scope.get('/config', { onRequest: requireSession(ctx) }, async (_req, reply) => {
-    if (ctx.config === null) {
-      return detail(reply, 404, 'config: this server was started without a loaded configuration');
-    }
-    return reply.type('application/json; charset=utf-8').send(renderConfigJson(ctx.config));
-  });
+  scope.get(
+    '/config',
+    { onRequest: requireSession(ctx), schema: CONFIG_DOC },
+    async (_req, reply) => {
+      if (ctx.config === null) {
+        return detail(reply, 404, 'config: this server was started without a loaded configuration');
+      }
+      return reply.type('application/json; charset=utf-8').send(renderConfigJson(ctx.config));
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,6 +728,67 @@ export function artifactNameProblem(name: string): string | null {
   }
   return null;
 }
+
+const UPLOAD_DOC = protectedRoute({
+  summary: 'Upload a boot artifact',
+  description:
+    'Writes the body to the boot folder under this name (a temporary file, then a rename), replacing any file there.',
+  tags: ['boot'],
+  params: {
+    type: 'object',
+    required: ['name'],
+    properties: {
+      name: {
+        type: 'string',
+        maxLength: MAX_ARTIFACT_NAME_LENGTH,
+        pattern: ARTIFACT_NAME.source,
+        description: 'A bare file name (no separators, no leading dot).',
+      },
+    },
+  },
+  body: {
+    content: {
+      'application/octet-stream': {
+        schema: {
+          type: 'string',
+          format: 'binary',
+          description: 'No Content-Type is taken as this.',
+        },
+      },
+    },
+  },
+  response: {
+    ...Object.fromEntries(
+      (
+        [
+          [200, 'Replaced an existing file.'],
+          [201, 'Created.'],
+        ] as const
+      ).map(([status, description]) => [
+        status,
+        {
+          description,
+          type: 'object',
+          required: ['name', 'size_bytes', 'path', 'sha256', 'replaced'],
+          properties: {
+            name: { type: 'string' },
+            size_bytes: { type: 'integer' },
+            path: { type: 'string', description: 'Where it is on the server.' },
+            sha256: { type: 'string' },
+            replaced: { type: 'boolean' },
+          },
+        },
+      ]),
+    ),
+    ...errors({
+      400: 'The name is not a bare file name; the message says why.',
+      409: 'A directory has this name, or the file could not be replaced.',
+      413: 'The body is larger than `[tuning] max_upload_bytes`.',
+      415: 'The Content-Type is not application/octet-stream.',
+      507: 'The disk is full.',
+    }),
+  },
+});
 
 class UploadTooLarge extends Error {}
 
@@ -581,7 +856,7 @@ function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
 
   scope.put<{ Params: { name: string }; Body: unknown }>(
     '/boot/:name',
-    { onRequest: [requireSession(ctx), gate] },
+    { onRequest: [requireSession(ctx), gate], schema: UPLOAD_DOC },
     async (req, reply) => {
       const name = req.params.name;
       const limit = cap();
@@ -592,6 +867,9 @@ function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
       const source = req.body instanceof Readable ? req.body : Readable.from([]);
       const hash = createHash('sha256');
       let size = 0;
+      // Opened before the copy starts: a stream that opens lazily could create the file after
+      // a refusal had already removed it, leaving a partial behind.
+      const out = await open(partial, 'wx', 0o644);
       try {
         await pipeline(
           // Not destroyed on a refusal: the 413 still has to go out on this connection.
@@ -604,9 +882,10 @@ function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
               yield chunk;
             }
           },
-          createWriteStream(partial, { flags: 'wx', mode: 0o644 }),
+          out.createWriteStream(),
         );
       } catch (err) {
+        await out.close().catch(() => {});
         await rm(partial, { force: true });
         if (err instanceof UploadTooLarge) {
           await failed(req, name, `more than the ${limit}-byte upload limit`, size);

@@ -31,8 +31,70 @@ import {
 } from '../db/machines.ts';
 import { renderBootstrapScript, renderIpxeScript } from '../ipxe.ts';
 import { metricsOf } from '../metrics.ts';
+import {
+  BAD_MAC_OR_JSON,
+  MAC_PARAM,
+  errors,
+  noContent,
+  textResponse,
+  type RouteDoc,
+} from '../openapi.ts';
 
 export const IPXE_TYPE = 'text/plain; charset=utf-8';
+
+const BOOTSTRAP_DOC: RouteDoc = {
+  summary: 'iPXE bootstrap script',
+  description:
+    "The script a PXE client's DHCP boot file names: it chains to `/pxe/${mac:hexhyp}` on the " +
+    'Host it was fetched from.',
+  tags: ['pxe'],
+  response: {
+    200: textResponse(IPXE_TYPE, 'An iPXE script (`#!ipxe`).'),
+    ...errors({ 400: 'The Host header is not a host name or address with an optional port.' }),
+  },
+};
+
+const OFFER_DOC: RouteDoc = {
+  summary: 'Boot offer',
+  description:
+    'Discovers or touches the machine, decides its boot from its mode and cycle state, stores the offer and answers the iPXE script (live env, flash, disk boot, exit).',
+  tags: ['pxe'],
+  params: MAC_PARAM,
+  response: {
+    200: textResponse(IPXE_TYPE, 'An iPXE script (`#!ipxe`) for this machine.'),
+    ...errors({ 400: 'The MAC is malformed (`invalid MAC: …`), or the Host header is unusable.' }),
+  },
+};
+
+const STATUS_BODY = {
+  type: 'object',
+  required: ['status'],
+  additionalProperties: false,
+  properties: {
+    status: { enum: ['done', 'failed'] },
+    reason: { type: 'string', maxLength: 500, description: 'Why it failed, for the audit log.' },
+  },
+};
+
+function statusDoc(alias: boolean): RouteDoc {
+  return {
+    summary: alias ? 'Flash finished (alias of /status)' : 'Flash finished',
+    description: alias
+      ? "Upstream's older name for `POST /pxe/{mac}/status`: same body, same answers."
+      : "The live environment's terminal signal: records the flash as done or failed, which ends the boot cycle.",
+    tags: ['live-env'],
+    params: MAC_PARAM,
+    body: STATUS_BODY,
+    response: {
+      204: noContent('Recorded.'),
+      ...errors({
+        ...BAD_MAC_OR_JSON,
+        404: 'No machine record for this MAC (logged as an orphan signal).',
+        422: 'The body is not `{"status": "done"|"failed", "reason"?: string}`.',
+      }),
+    },
+  };
+}
 
 export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
   const metrics = metricsOf(ctx);
@@ -40,11 +102,11 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
   const now = ctx.now;
   const trustedProxy = ctx.trustedProxy;
 
-  app.get('/pxe-bootstrap.ipxe', (req, reply) =>
+  app.get('/pxe-bootstrap.ipxe', { schema: BOOTSTRAP_DOC }, (req, reply) =>
     reply.type(IPXE_TYPE).send(renderBootstrapScript(hostOf(req))),
   );
 
-  app.get<{ Params: { mac: string } }>('/pxe/:mac', async (req, reply) => {
+  app.get<{ Params: { mac: string } }>('/pxe/:mac', { schema: OFFER_DOC }, async (req, reply) => {
     const mac = macParam(req.params.mac, reply);
     if (mac === null) return reply;
     const host = hostOf(req);
@@ -131,8 +193,8 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
     if (result.outcome === 'orphan') return detail(reply, 404, `no machine record for ${mac}`);
     return reply.code(204).send();
   };
-  app.post('/pxe/:mac/status', statusRoute);
-  app.post('/pxe/:mac/done', statusRoute);
+  app.post('/pxe/:mac/status', { schema: statusDoc(false) }, statusRoute);
+  app.post('/pxe/:mac/done', { schema: statusDoc(true) }, statusRoute);
 }
 
 async function renderOffer(

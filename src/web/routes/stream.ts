@@ -22,6 +22,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { LiveBus, LiveMessage, StreamLimits } from '../bus.ts';
 import type { WebContext } from '../context.ts';
 import { metricsOf, registerMetricsRoutes, type WebMetrics } from '../metrics.ts';
+import { protectedRoute, textResponse, type RouteDoc } from '../openapi.ts';
 import { requireSession } from './auth.ts';
 
 export const EVENT_STREAM_TYPE = 'text/event-stream; charset=utf-8';
@@ -196,9 +197,33 @@ class StreamHub {
 const everything = (): boolean => true;
 const machineRelated = (message: LiveMessage): boolean => message.type !== 'event';
 
+/** The 200 of a stream sending these message types. */
+const frames = (types: string) =>
+  textResponse(
+    'text/event-stream',
+    'A `text/event-stream`: `event: <type>` and one `data: <JSON>` line per message ' +
+      `(types: ${types}), \`: heartbeat\` comments between.`,
+  );
+
+const STREAM_DOC: RouteDoc = protectedRoute({
+  summary: 'Live updates',
+  description:
+    'Every live message as Server-Sent Events: machine changes, PXE offers, inventories, flash progress, final statuses and new audit events.',
+  tags: ['stream'],
+  response: { 200: frames('machine, offer, inventory, progress, status, event') },
+});
+
+const MACHINE_STREAM_DOC: RouteDoc = protectedRoute({
+  summary: 'Live machine updates',
+  description:
+    "Upstream's machine stream: the same frames as `/events/stream` without the audit `event` messages.",
+  tags: ['stream'],
+  response: { 200: frames('machine, offer, inventory, progress, status') },
+});
+
 export function registerStreamRoutes(app: FastifyInstance, ctx: WebContext): void {
   const hub = new StreamHub(ctx.bus, metricsOf(ctx));
-  const guard = { preHandler: requireSession(ctx) };
+  const preHandler = requireSession(ctx);
 
   const stream =
     (accepts: (message: LiveMessage) => boolean) =>
@@ -219,8 +244,8 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: WebContext): voi
       hub.open(res, accepts);
     };
 
-  app.get('/events/stream', guard, stream(everything));
-  app.get('/events/machines', guard, stream(machineRelated));
+  app.get('/events/stream', { preHandler, schema: STREAM_DOC }, stream(everything));
+  app.get('/events/machines', { preHandler, schema: MACHINE_STREAM_DOC }, stream(machineRelated));
 
   registerMetricsRoutes(app, ctx);
 }
