@@ -38,6 +38,23 @@ export async function touchMachine(
   now: Date,
   discovery: Discovery = DEFAULT_DISCOVERY,
 ): Promise<Touched> {
+  return touchMachineThen(db, mac, ip, now, discovery, () => Promise.resolve(null));
+}
+
+/**
+ * `touchMachine`, then `then` in the same transaction with the touched row and the time of its
+ * last inventory: the PXE hot path decides and stores its offer in one short write transaction.
+ * A new row comes back from the INSERT itself and an existing one from its UPDATE (RETURNING),
+ * so the common paths cost three or four statements.
+ */
+export async function touchMachineThen<T>(
+  db: Kysely<Database>,
+  mac: string,
+  ip: string | null,
+  now: Date,
+  discovery: Discovery,
+  then: (tx: Transaction<Database>, touched: Touched & { disksAt: string | null }) => Promise<T>,
+): Promise<Touched & { result: T }> {
   const at = now.toISOString();
   return db.transaction().execute(async (tx) => {
     const inserted = await tx
@@ -52,27 +69,34 @@ export async function touchMachine(
         updated_at: at,
       })
       .onConflict((oc) => oc.column('mac').doNothing())
-      .returning('mac')
+      .returningAll()
       .executeTakeFirst();
+    let machine: MachineRow;
+    let disksAt: string | null = null;
     if (inserted) {
+      machine = inserted;
       await appendEvent(
         tx,
         { subjectKind: 'machine', subjectId: mac, sourceIp: ip, ...discovery.event },
         now,
       );
     } else {
-      await tx
+      machine = await tx
         .updateTable('machines')
         .set({ last_seen_at: at, last_seen_ip: ip })
         .where('mac', '=', mac)
-        .execute();
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      const inventory = await tx
+        .selectFrom('inventory')
+        .select('disks_at')
+        .where('mac', '=', mac)
+        .executeTakeFirst();
+      disksAt = inventory?.disks_at ?? null;
     }
-    const machine = await tx
-      .selectFrom('machines')
-      .selectAll()
-      .where('mac', '=', mac)
-      .executeTakeFirstOrThrow();
-    return { machine, discovered: inserted !== undefined };
+    const touched = { machine, discovered: inserted !== undefined };
+    const result = await then(tx, { ...touched, disksAt });
+    return { ...touched, result };
   });
 }
 

@@ -48,15 +48,35 @@ class Statement implements SqliteStatement {
   }
 }
 
+/** Statements kept compiled: the PXE hot path runs the same few SQL texts over and over. */
+const STATEMENT_CACHE_SIZE = 256;
+
 class Database implements SqliteDatabase {
   private readonly db: DatabaseSync;
+  /**
+   * Compiled statements by SQL text, least recently used first. Kysely runs one query at a
+   * time on its single SQLite connection, so a statement is never in use twice at once.
+   */
+  private readonly statements = new Map<string, Statement>();
 
   constructor(db: DatabaseSync) {
     this.db = db;
   }
 
   prepare(sql: string): SqliteStatement {
-    return new Statement(this.db.prepare(sql));
+    const cached = this.statements.get(sql);
+    if (cached) {
+      this.statements.delete(sql);
+      this.statements.set(sql, cached);
+      return cached;
+    }
+    const statement = new Statement(this.db.prepare(sql));
+    this.statements.set(sql, statement);
+    if (this.statements.size > STATEMENT_CACHE_SIZE) {
+      const oldest = this.statements.keys().next().value;
+      if (oldest !== undefined) this.statements.delete(oldest);
+    }
+    return statement;
   }
 
   close(): void {

@@ -25,7 +25,7 @@ import { appendEvent } from '../db/events.ts';
 import {
   getLabels,
   getMachine,
-  touchMachine,
+  touchMachineThen,
   updateMachineState,
   type MachineRow,
 } from '../db/machines.ts';
@@ -113,30 +113,39 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
     const ip = clientIp(req, trustedProxy);
     const at = now();
     const first = discoveredMachine(mac, ip, 'pxe');
-    const { machine: row, discovered } = await touchMachine(db, mac, ip, at, {
-      bootMode: first.machine.boot_mode,
-      event: eventOf(first.event),
-    });
-    const inventory = await db
-      .selectFrom('inventory')
-      .select('disks_at')
-      .where('mac', '=', mac)
-      .executeTakeFirst();
-    const entry: BootCatalogEntry | null = row.bty_image_ref
-      ? ((await db
-          .selectFrom('catalog_entries')
-          .select(['name', 'ref'])
-          .where('ref', '=', row.bty_image_ref)
-          .executeTakeFirst()) ?? null)
-      : null;
-    const decision = decideBootOffer(toBootMachine(row, inventory?.disks_at ?? null), entry, at);
+    // One write transaction: touch (or discover), decide, store the offer and its event.
+    const {
+      machine: row,
+      discovered,
+      result: { decision, eventId },
+    } = await touchMachineThen(
+      db,
+      mac,
+      ip,
+      at,
+      { bootMode: first.machine.boot_mode, event: eventOf(first.event) },
+      async (tx, touched) => {
+        const ref = touched.machine.bty_image_ref;
+        const entry: BootCatalogEntry | null = ref
+          ? ((await tx
+              .selectFrom('catalog_entries')
+              .select(['name', 'ref'])
+              .where('ref', '=', ref)
+              .executeTakeFirst()) ?? null)
+          : null;
+        const decision = decideBootOffer(
+          toBootMachine(touched.machine, touched.disksAt),
+          entry,
+          at,
+        );
+        if (decision.change) await updateMachineState(tx, mac, decision.change);
+        const eventId = await appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
+        return { decision, eventId };
+      },
+    );
     const script = await renderOffer(decision.offer, row, host, ctx.artifactVersion, () =>
       getLabels(db, mac),
     );
-    const eventId = await db.transaction().execute(async (tx) => {
-      if (decision.change) await updateMachineState(tx, mac, decision.change);
-      return appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
-    });
     const offerKind = decision.offer.offerKind;
     metrics.pxeOffers.inc({ offer_kind: offerKind });
     if (discovered) ctx.bus.publish({ type: 'machine', mac, change: 'discovered' });
