@@ -178,6 +178,12 @@ export async function startQemu(options: QemuOptions): Promise<QemuMachine> {
       `if=pflash,format=raw,unit=0,readonly=on,file=${checkPath(options.firmware.code)}`,
       '-drive',
       `if=pflash,format=raw,unit=1,file=${checkPath(vars)}`,
+      // After iPXE exits, OVMF would try its own PXE (IPv4, IPv6) on the same NIC before the
+      // disk, each with long TFTP timeouts under TCG: off, so the exit reaches the disk.
+      '-fw_cfg',
+      'name=opt/org.tianocore/IPv4PXESupport,string=n',
+      '-fw_cfg',
+      'name=opt/org.tianocore/IPv6PXESupport,string=n',
     );
   }
 

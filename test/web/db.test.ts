@@ -158,3 +158,28 @@ it('an unknown database URL scheme is refused with the password hidden', async (
   expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
   expect((err as BtyError).message).not.toContain('secret');
 });
+
+it('sqlite: the WAL is checkpointed into the database file off the main thread', async () => {
+  const path = join(dir, 'checkpoint.db');
+  const database = await openDatabase({ sqlitePath: path });
+  try {
+    await migrate(database);
+    const { statSync } = await import('node:fs');
+    const before = statSync(path).size;
+    for (let i = 0; i < 40; i++) {
+      await database.db.transaction().execute(async (tx) => {
+        for (let j = 0; j < 50; j++) {
+          await appendEvent(tx, { kind: 'test.bulk', summary: 'x'.repeat(200) }, NOW);
+        }
+      });
+    }
+    // The main connection never checkpoints by itself: the worker does, within about a second.
+    const deadline = Date.now() + 10_000;
+    while (statSync(path).size <= before + 200_000 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(statSync(path).size).toBeGreaterThan(before + 200_000);
+  } finally {
+    await database.close();
+  }
+});

@@ -9,6 +9,7 @@
  * writers queue instead of failing with "database is locked", and foreign keys on.
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { Worker } from 'node:worker_threads';
 import { SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 
 export const SQLITE_BUSY_TIMEOUT_MS = 5000;
@@ -93,6 +94,76 @@ export function openSqlite(path: string): DatabaseSync {
   return db;
 }
 
+/** How often the background connection copies the WAL back into the database file. */
+export const CHECKPOINT_INTERVAL_MS = 1000;
+
+/**
+ * node:sqlite runs on the event loop's thread, and in WAL mode the only writes that wait for
+ * the disk are checkpoints. SQLite's automatic checkpoint runs inside whichever commit crosses
+ * 1,000 WAL pages, so one PXE request in a few thousand waited for an fsync (0.1-0.7 s on these
+ * VMs) and every request queued behind it. Instead, a worker thread with its own connection
+ * checkpoints (PASSIVE: it never blocks the writer) once a second, and the main connection's
+ * automatic checkpoint is off. If the worker dies, automatic checkpoints come back on.
+ */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { DatabaseSync } = require('node:sqlite');
+const db = new DatabaseSync(workerData.path, { timeout: workerData.timeout });
+const timer = setInterval(() => {
+  try { db.exec('PRAGMA wal_checkpoint(PASSIVE)'); } catch {}
+}, workerData.intervalMs);
+parentPort.on('message', (m) => {
+  if (m === 'stop') {
+    clearInterval(timer);
+    try { db.exec('PRAGMA wal_checkpoint(PASSIVE)'); } catch {}
+    db.close();
+    parentPort.close();
+  }
+});
+`;
+
+function startCheckpointer(path: string, main: DatabaseSync): () => Promise<void> {
+  const worker = new Worker(CHECKPOINTER, {
+    eval: true,
+    workerData: { path, timeout: SQLITE_BUSY_TIMEOUT_MS, intervalMs: CHECKPOINT_INTERVAL_MS },
+  });
+  main.exec('PRAGMA wal_autocheckpoint = 0');
+  let alive = true;
+  const fallBack = () => {
+    if (!alive) return;
+    alive = false;
+    try {
+      main.exec('PRAGMA wal_autocheckpoint = 1000');
+    } catch {
+      // The main connection is closing too.
+    }
+  };
+  worker.on('error', fallBack);
+  worker.on('exit', fallBack);
+  worker.unref();
+  return async () => {
+    if (!alive) return;
+    alive = false;
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    worker.postMessage('stop');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000).unref())]);
+    await worker.terminate();
+  };
+}
+
 export function sqliteDialect(path: string): SqliteDialect {
-  return new SqliteDialect({ database: () => Promise.resolve(new Database(openSqlite(path))) });
+  let stopCheckpointer: (() => Promise<void>) | null = null;
+  return new SqliteDialect({
+    database: () => {
+      const main = openSqlite(path);
+      stopCheckpointer = startCheckpointer(path, main);
+      const database = new Database(main);
+      const close = database.close.bind(database);
+      database.close = () => {
+        void stopCheckpointer?.();
+        close();
+      };
+      return Promise.resolve(database);
+    },
+  });
 }
