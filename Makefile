@@ -58,7 +58,9 @@ test: deps-test build typecheck lint
 	  rc=$$?; node scripts/test-summary.ts .state/vitest.json; exit $$rc
 
 run: deps-runtime build
-	BTY_PATHS_STATE_DIR="$${BTY_PATHS_STATE_DIR:-$(CURDIR)/.state/web}" bin/bty-web
+	BTY_PATHS_STATE_DIR="$${BTY_PATHS_STATE_DIR:-$(CURDIR)/.state/web}" \
+	BTY_PATHS_CATALOG_FILE="$${BTY_PATHS_CATALOG_FILE:-$(CURDIR)/scripts/demo-catalog.toml}" \
+	bin/bty-web
 
 demo: deps-runtime build
 	node scripts/demo.ts

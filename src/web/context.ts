@@ -9,6 +9,7 @@ import type { BootMachine } from './boot-offer.ts';
 import type { LoadedConfig } from './config.ts';
 import type { BtyDatabase } from './db/database.ts';
 import type { NewEvent } from './db/events.ts';
+import type { EventKind } from './event-kinds.ts';
 import type { MachineRow } from './db/machines.ts';
 import { sanitiseHost } from './ipxe.ts';
 import type { LiveBus } from './bus.ts';
@@ -84,7 +85,7 @@ export function toBootMachine(row: MachineRow, disksAt: string | null): BootMach
 
 /** A boot-offer event draft as a row for the audit log. */
 export function eventOf(draft: {
-  kind: string;
+  kind: EventKind;
   summary: string;
   subject_kind: string;
   subject_id: string;

@@ -10,12 +10,16 @@
  * Configuration: see src/web/config.ts (bty.toml search order, drop-ins, BTY_<SECTION>_<KEY>).
  */
 import { parseArgs } from 'node:util';
-import { EXIT, isBtyError, type ExitCode } from '../core/errors.ts';
+import { BtyError, EXIT, isBtyError, type ExitCode } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { buildApp } from './app.ts';
 import { exportBundle, importBundle } from './bundle.ts';
 import { loadConfig, resolvePaths, type ConfigOverrides } from './config.ts';
-import { migrate, openDatabase } from './db/database.ts';
+import { readFile } from 'node:fs/promises';
+import { parseCatalog } from '../catalog/schema.ts';
+import { listCatalogEntries, mergeCatalogEntries } from './db/catalog.ts';
+import { migrate, openDatabase, type BtyDatabase } from './db/database.ts';
+import { fromCatalogEntry } from './routes/catalog.ts';
 import { createSessions, resolveSessionSecret } from './session.ts';
 
 const USAGE = `usage: bty-web [--config PATH]... [--host HOST] [--port PORT]
@@ -154,6 +158,7 @@ export async function main(
         for (const line of result.skipped) io.err(`  skipped: ${line}\n`);
         return EXIT.ok;
       }
+      await seedCatalog(database, paths.catalogFile, io);
       // Upstream's rule: an empty password means the public default `bty-lab`.
       const effective = config.admin.password.trim() || 'bty-lab';
       if (effective === 'bty-lab') {
@@ -208,4 +213,35 @@ export async function main(
     }
     throw err;
   }
+}
+
+/**
+ * Upstream kept its catalog in `[paths] catalog_file` (`<state>/catalog.toml`); bty-web keeps
+ * it in the database. While the database's catalog is empty, that file (when there is one) is
+ * imported at start: an upgrade from upstream keeps its catalog, and `make run` points the
+ * setting at a small demo catalog. Once the catalog has entries the file is never read again.
+ */
+async function seedCatalog(database: BtyDatabase, file: string, io: WebIO): Promise<void> {
+  if ((await listCatalogEntries(database.db)).length > 0) return;
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch {
+    return; // No file: nothing to seed.
+  }
+  const entries = parseCatalog(bytes, file).entries.map(fromCatalogEntry);
+  const result = await mergeCatalogEntries(database.db, entries, new Date(), (plan) => ({
+    kind: 'catalog.imported',
+    summary: `catalog seeded from ${file}: ${plan.added.length} entries`,
+    subjectKind: 'catalog',
+    actor: 'system',
+    details: { source: file, entries: entries.length, added: plan.added.length },
+  }));
+  if (!result.ok) {
+    throw new BtyError(
+      'BTY_ERR_CATALOG_INVALID',
+      `catalog ${file} cannot be imported: ${result.reason}`,
+    );
+  }
+  io.err(`bty-web: catalog seeded from ${file} (${entries.length} entries)\n`);
 }

@@ -30,7 +30,13 @@ afterAll(async () => {
 it('starts on the embedded defaults, serves the PXE plane, and stops promptly on SIGTERM', async () => {
   const port = await freePort();
   const child = spawn(BIN, ['--host', '127.0.0.1', '--port', String(port)], {
-    env: { ...process.env, BTY_PATHS_STATE_DIR: dir, BTY_CONFIG_FILE: '', BTY_CONFIG_DIR: '' },
+    env: {
+      ...process.env,
+      BTY_PATHS_STATE_DIR: dir,
+      BTY_CONFIG_FILE: '',
+      BTY_CONFIG_DIR: '',
+      BTY_PATHS_CATALOG_FILE: new URL('../../scripts/demo-catalog.toml', import.meta.url).pathname,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -46,6 +52,10 @@ it('starts on the embedded defaults, serves the PXE plane, and stops promptly on
     const res = await fetch(`http://127.0.0.1:${port}/pxe/52:54:00:ab:cd:ef`);
     expect(res.status).toBe(200);
     expect(await res.text()).toMatch(/^#!ipxe\n/);
+    // The demo catalog make run uses was imported into the empty catalog.
+    expect(stderr).toMatch(/catalog seeded from .*demo-catalog\.toml \(3 entries\)/);
+    const images = await (await fetch(`http://127.0.0.1:${port}/images`)).json();
+    expect(JSON.stringify(images)).toContain('debian-13-generic-amd64');
   } finally {
     const exited = new Promise<number | null>((resolve) =>
       child.once('exit', (code) => resolve(code)),

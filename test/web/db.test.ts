@@ -120,15 +120,15 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
       ids.push(
         await appendEvent(
           database.db,
-          { kind: 'test.paged', summary: `n${i}`, details: { i, nested: { ok: true } } },
+          { kind: 'bundle.imported', summary: `n${i}`, details: { i, nested: { ok: true } } },
           NOW,
         ),
       );
     }
-    const page1 = await listEvents(database.db, { kind: 'test.paged', limit: 2 });
+    const page1 = await listEvents(database.db, { kind: 'bundle.imported', limit: 2 });
     expect(page1.map((e) => e.summary)).toEqual(['n4', 'n3']);
     const page2 = await listEvents(database.db, {
-      kind: 'test.paged',
+      kind: 'bundle.imported',
       limit: 2,
       beforeId: page1.at(-1)!.id,
     });
@@ -169,7 +169,7 @@ it('sqlite: the WAL is checkpointed into the database file off the main thread',
     for (let i = 0; i < 40; i++) {
       await database.db.transaction().execute(async (tx) => {
         for (let j = 0; j < 50; j++) {
-          await appendEvent(tx, { kind: 'test.bulk', summary: 'x'.repeat(200) }, NOW);
+          await appendEvent(tx, { kind: 'bundle.imported', summary: 'x'.repeat(200) }, NOW);
         }
       });
     }

@@ -16,6 +16,7 @@ import { LiveBus, type LiveMessage } from '../../src/web/bus.ts';
 import { loadConfig } from '../../src/web/config.ts';
 import { migrate, openDatabase, type BtyDatabase } from '../../src/web/db/database.ts';
 import { appendEvent } from '../../src/web/db/events.ts';
+import type { EventKind } from '../../src/web/event-kinds.ts';
 import { startPostgres, type PgServer } from '../helpers/postgres.ts';
 
 const REF = 'ab'.repeat(32);
@@ -661,7 +662,8 @@ describe.each(['sqlite', 'postgres'] as const)('operator API on %s', (engine) =>
       await appendEvent(
         db,
         {
-          kind: 'settings.config.failed',
+          // A kind this server never writes (upstream's settings editor): stored all the same.
+          kind: 'settings.config.failed' as EventKind,
           summary: 'f1',
           actor: 'operator',
           sourceIp: '10.0.0.9',

@@ -77,6 +77,14 @@ describe('bty-web open plane', () => {
     expect(text).toContain('chain http://pxe.lab:8080/pxe/${mac:hexhyp}\n');
   });
 
+  it('HEAD /pxe-bootstrap.ipxe (UEFI HTTP boot sizes its buffer) gives the GET length', async () => {
+    const head = await get('/pxe-bootstrap.ipxe', { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    const body = await (await get('/pxe-bootstrap.ipxe')).text();
+    expect(head.headers.get('content-length')).toBe(String(Buffer.byteLength(body)));
+    expect(head.headers.get('content-type')).toBe('text/plain; charset=utf-8');
+  });
+
   it('a first contact discovers the machine (one event) and offers inventory', async () => {
     const res = await get('/pxe/52-54-00-00-aa-01');
     expect(res.status).toBe(200);

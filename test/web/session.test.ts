@@ -317,3 +317,25 @@ describe('the session secret', () => {
     }
   });
 });
+
+describe('the audit log of operator sessions', () => {
+  it('failed and successful logins and a logout are logged with the client IP', async () => {
+    const { listEvents } = await import('../../src/web/db/events.ts');
+    const before = (await listEvents(database.db, { subjectKind: 'auth', limit: 1000 })).length;
+    await login('wrong');
+    const ok = await login(PASSWORD);
+    const cookie = cookieOf(ok);
+    await fetch(`${base}/ui/logout`, { method: 'POST', redirect: 'manual', headers: { cookie } });
+    // A logout without a session is not an operator action: not logged.
+    await fetch(`${base}/ui/logout`, { method: 'POST', redirect: 'manual' });
+    const events = (await listEvents(database.db, { subjectKind: 'auth', limit: 1000 }))
+      .slice(0, -before || undefined)
+      .reverse();
+    expect(events.map((e) => e.kind)).toEqual([
+      'auth.login.failed',
+      'auth.login.succeeded',
+      'auth.logout',
+    ]);
+    expect(events.every((e) => e.source_ip === '127.0.0.1' && e.actor === 'operator')).toBe(true);
+  });
+});

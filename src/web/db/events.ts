@@ -1,9 +1,10 @@
 /** The audit log: append-only rows, listed newest first with filters and id-based paging. */
 import type { Kysely, Transaction } from 'kysely';
+import type { EventKind } from '../event-kinds.ts';
 import type { Database } from './schema.ts';
 
 export interface NewEvent {
-  kind: string;
+  kind: EventKind;
   summary: string;
   subjectKind?: string | null;
   subjectId?: string | null;

@@ -3,7 +3,8 @@
  * (`password`) as the browser UI posts it, or JSON; `POST /ui/logout` ends the session.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { detail, type WebContext } from '../context.ts';
+import { clientIp, detail, type WebContext } from '../context.ts';
+import { appendEvent } from '../db/events.ts';
 import { errors, noContent, type RouteDoc } from '../openapi.ts';
 
 const LOGIN_DOC: RouteDoc = {
@@ -75,14 +76,48 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
     const body = req.body as { password?: unknown } | null;
     const password = typeof body?.password === 'string' ? body.password : null;
     if (password === null) return detail(reply, 422, 'password: required');
-    if (!ctx.sessions.checkPassword(password)) return detail(reply, 401, 'wrong password');
+    const ip = clientIp(req, ctx.trustedProxy);
+    const audit = (kind: 'auth.login.succeeded' | 'auth.login.failed' | 'auth.logout') =>
+      appendEvent(
+        ctx.database.db,
+        {
+          kind,
+          summary: `operator ${kind.slice('auth.'.length).replace('.', ' ')} from ${ip ?? 'unknown IP'}`,
+          subjectKind: 'auth',
+          subjectId: 'operator',
+          actor: 'operator',
+          sourceIp: ip,
+        },
+        ctx.now(),
+      );
+    if (!ctx.sessions.checkPassword(password)) {
+      await audit('auth.login.failed');
+      return detail(reply, 401, 'wrong password');
+    }
+    await audit('auth.login.succeeded');
     ctx.sessions.login(reply);
     const wantsJson = (req.headers.accept ?? '').includes('application/json');
     if (wantsJson || req.headers['content-type']?.includes('json')) return reply.code(204).send();
     return reply.code(303).header('location', '/ui/dashboard').send();
   });
 
-  app.post('/ui/logout', { schema: LOGOUT_DOC }, async (_req, reply) => {
+  app.post('/ui/logout', { schema: LOGOUT_DOC }, async (req, reply) => {
+    // Logged only when a session was open, as upstream does.
+    if (ctx.sessions.authenticate(req, reply)) {
+      const ip = clientIp(req, ctx.trustedProxy);
+      await appendEvent(
+        ctx.database.db,
+        {
+          kind: 'auth.logout',
+          summary: `operator logout from ${ip ?? 'unknown IP'}`,
+          subjectKind: 'auth',
+          subjectId: 'operator',
+          actor: 'operator',
+          sourceIp: ip,
+        },
+        ctx.now(),
+      );
+    }
     ctx.sessions.logout(reply);
     return reply.code(303).header('location', '/ui/login').send();
   });

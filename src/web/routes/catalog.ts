@@ -254,7 +254,7 @@ export function validateEntry(
   return { ref, name, src, sha256, format, size_bytes: size, description, arch };
 }
 
-function fromCatalogEntry(entry: CatalogEntry): CatalogEntryFields {
+export function fromCatalogEntry(entry: CatalogEntry): CatalogEntryFields {
   return validateEntry(entry, `catalog entry ${reprString(entry.name)}: `, false);
 }
 

@@ -23,6 +23,7 @@ import { policyResetChange, SUPPORTED_BOOT_MODES, isSupportedBootMode } from '..
 import { CONFIG_SCHEMA, renderConfigJson } from '../config.ts';
 import { clientIp, detail, macParam, type WebContext } from '../context.ts';
 import { appendEvent, type NewEvent } from '../db/events.ts';
+import type { EventKind } from '../event-kinds.ts';
 import {
   createMachineWithBinding,
   deleteMachine,
@@ -640,7 +641,7 @@ export function publishEvent(ctx: WebContext, id: number, event: NewEvent): void
 async function withFailureEvent<T>(
   ctx: WebContext,
   mac: string,
-  kind: string,
+  kind: EventKind,
   ip: string | null,
   write: () => Promise<T>,
 ): Promise<T> {

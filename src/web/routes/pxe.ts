@@ -105,6 +105,23 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
   app.get('/pxe-bootstrap.ipxe', { schema: BOOTSTRAP_DOC }, (req, reply) =>
     reply.type(IPXE_TYPE).send(renderBootstrapScript(hostOf(req))),
   );
+  // UEFI HTTP boot asks with HEAD first, to size its buffer: same headers, no body.
+  app.head(
+    '/pxe-bootstrap.ipxe',
+    {
+      schema: { ...BOOTSTRAP_DOC, summary: 'iPXE bootstrap script (headers only)' },
+      config: { swagger: { exposeHeadRoute: true } },
+    },
+    (req, reply) => {
+      const script = renderBootstrapScript(hostOf(req));
+      reply.hijack();
+      reply.raw.writeHead(200, {
+        'content-type': IPXE_TYPE,
+        'content-length': String(Buffer.byteLength(script)),
+      });
+      reply.raw.end();
+    },
+  );
 
   app.get<{ Params: { mac: string } }>('/pxe/:mac', { schema: OFFER_DOC }, async (req, reply) => {
     const mac = macParam(req.params.mac, reply);
