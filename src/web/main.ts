@@ -184,8 +184,11 @@ export async function main(
           ? `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
           : String(address);
       io.err(`bty-web ${VERSION} listening on http://${where} (state in ${paths.stateDir})\n`);
+      const port = config.server.port;
       io.err(
-        `bty-web: point PXE clients at http://<this host>:${config.server.port}/pxe-bootstrap.ipxe\n`,
+        `bty-web: point PXE clients at http://<this host>:${port}/pxe-bootstrap.ipxe\n` +
+          `bty-web: operator API at http://localhost:${port}/ (log in with POST /ui/login; ` +
+          `the routes are in /openapi.json and docs/http-api.md)\n`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
