@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { makeLoopbackCert } from '../helpers/tls.ts';
 import { startFaultServer, type FaultServer } from '../helpers/fault-server.ts';
 import { convertImage, makeRawImage, sha256File, type MadeImage } from '../helpers/images.ts';
 import { createLoopDevice, isRoot } from '../helpers/loop.ts';
@@ -185,25 +186,8 @@ describe('bin/bty over HTTPS', () => {
   let caFile: string;
 
   beforeAll(async () => {
-    const key = join(dir, 'tls.key');
-    caFile = join(dir, 'tls.crt');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      caFile,
-    ]);
+    const { keyFile: key, certFile } = await makeLoopbackCert(dir);
+    caFile = certFile;
     tlsServer = await startFaultServer({
       tls: { key: await readFile(key, 'utf8'), cert: await readFile(caFile, 'utf8') },
     });

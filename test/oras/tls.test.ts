@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { makeLoopbackCert } from '../helpers/tls.ts';
 import { pushArtifact, startRegistry, type Registry } from '../helpers/registry.ts';
 
 const run = promisify(execFile);
@@ -38,25 +39,8 @@ async function bty(...args: string[]): Promise<{ code: number; stdout: string; s
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'bty-oras-tls-'));
-  const key = join(dir, 'tls.key');
-  caFile = join(dir, 'tls.crt');
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    key,
-    '-out',
-    caFile,
-  ]);
+  const { keyFile: key, certFile } = await makeLoopbackCert(dir);
+  caFile = certFile;
   reg = await startRegistry();
   await pushArtifact(reg, 'os/disk', '1', {
     layers: [

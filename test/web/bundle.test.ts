@@ -4,8 +4,7 @@
  * empty database → export gives the same files; an upstream-only bundle imports as upstream
  * does; every kind of bad bundle is refused naming the file and field, with nothing changed.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BtyError } from '../../src/core/errors.ts';
@@ -17,7 +16,7 @@ import {
   type BundleTexts,
 } from '../../src/web/bundle.ts';
 import { addCatalogEntry } from '../../src/web/db/catalog.ts';
-import { migrate, openDatabase, type BtyDatabase } from '../../src/web/db/database.ts';
+import type { BtyDatabase } from '../../src/web/db/database.ts';
 import { listEvents } from '../../src/web/db/events.ts';
 import {
   createMachineWithBinding,
@@ -28,32 +27,14 @@ import {
   updateMachineState,
 } from '../../src/web/db/machines.ts';
 import { validateEntry } from '../../src/web/routes/catalog.ts';
-import { startPostgres, type PgServer } from '../helpers/postgres.ts';
+import { useDatabases } from '../helpers/databases.ts';
 
-let dir: string;
-let pg: PgServer;
+const databases = useDatabases('bundle');
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'bty-bundle-'));
-  pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-let counter = 0;
-async function fresh(engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> {
-  counter++;
-  const url = engine === 'postgres' ? await pg.createDatabase(`bty_bundle_${counter}`) : null;
-  const database = await openDatabase({ url, sqlitePath: join(dir, `state-${counter}.db`) });
-  await migrate(database);
-  return database;
-}
+const fresh = (engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> => databases.fresh(engine);
 
 let folders = 0;
-const folder = (name: string) => join(dir, `${name}-${++folders}`);
+const folder = (name: string) => join(databases.dir(), `${name}-${++folders}`);
 
 const T0 = new Date('2026-11-29T08:00:00.000Z');
 const T1 = new Date('2026-11-29T09:15:30.250Z');
@@ -636,7 +617,7 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
       'upstream.netboot_tag',
     ]);
     // No temp folders left beside the bundle.
-    expect((await readdir(dir)).filter((n) => n.includes('.export-'))).toEqual([]);
+    expect((await readdir(databases.dir())).filter((n) => n.includes('.export-'))).toEqual([]);
   });
 
   it('round trip: import into an empty database, export again: the same files', async () => {
@@ -797,7 +778,10 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
         /^catalog\.json: entries: name "ubuntu-24\.04\.img\.zst" .* is already used by the catalog entry/,
       );
       // Missing or unreadable folders.
-      for (const missing of [join(dir, 'no-such-bundle'), join(before, 'inventory.json')]) {
+      for (const missing of [
+        join(databases.dir(), 'no-such-bundle'),
+        join(before, 'inventory.json'),
+      ]) {
         const e = await importBundle(target.db, missing).catch((x: unknown) => x);
         expect((e as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
       }
@@ -844,7 +828,9 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
     await exportBundle(source.db, nested, EXPORT_OPTIONS);
     expect((await readdir(nested)).sort()).toEqual(FILES);
     expect(
-      (await readdir(dir)).filter((n) => n.includes('.export-') || n.includes('.replaced-')),
+      (await readdir(databases.dir())).filter(
+        (n) => n.includes('.export-') || n.includes('.replaced-'),
+      ),
     ).toEqual([]);
   });
 
@@ -872,7 +858,7 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
 it('export into a folder it cannot write is an operator error naming the folder', async () => {
   const database = await fresh('sqlite');
   try {
-    const blocker = join(dir, 'blocker');
+    const blocker = join(databases.dir(), 'blocker');
     await writeFile(blocker, 'a file where a parent folder should be');
     const err = await exportBundle(database.db, join(blocker, 'bundle')).catch((e: unknown) => e);
     expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');

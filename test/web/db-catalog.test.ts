@@ -2,9 +2,6 @@
  * The catalog store on both engines bty-web supports (SQLite in a temp folder, a real
  * PostgreSQL started for the test), and its merge rule as a table.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addCatalogEntry,
@@ -15,11 +12,11 @@ import {
   removeCatalogEntry,
   type CatalogEntryFields,
 } from '../../src/web/db/catalog.ts';
-import { migrate, openDatabase, type BtyDatabase } from '../../src/web/db/database.ts';
+import type { BtyDatabase } from '../../src/web/db/database.ts';
 import { listEvents, type NewEvent } from '../../src/web/db/events.ts';
 import type { EventKind } from '../../src/web/event-kinds.ts';
 import { touchMachine } from '../../src/web/db/machines.ts';
-import { startPostgres, type PgServer } from '../helpers/postgres.ts';
+import { useDatabases } from '../helpers/databases.ts';
 
 const NOW = new Date('2026-12-03T08:00:00.000Z');
 const LATER = new Date('2026-12-03T09:30:00.000Z');
@@ -109,27 +106,9 @@ describe('planCatalogMerge', () => {
   });
 });
 
-let dir: string;
-let pg: PgServer;
+const databases = useDatabases('db-catalog');
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'bty-db-catalog-'));
-  pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-let counter = 0;
-async function fresh(engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> {
-  counter++;
-  const url = engine === 'postgres' ? await pg.createDatabase(`bty_catalog_${counter}`) : null;
-  const database = await openDatabase({ url, sqlitePath: join(dir, `state-${counter}.db`) });
-  await migrate(database);
-  return database;
-}
+const fresh = (engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> => databases.fresh(engine);
 
 const audit =
   (kind: EventKind) =>

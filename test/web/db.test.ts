@@ -2,8 +2,6 @@
  * The storage layer against both engines it supports: SQLite through node:sqlite (a file in a
  * temp folder) and a real PostgreSQL started for the test.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BtyError } from '../../src/core/errors.ts';
@@ -18,29 +16,11 @@ import {
   setLabels,
   touchMachine,
 } from '../../src/web/db/machines.ts';
-import { startPostgres, type PgServer } from '../helpers/postgres.ts';
+import { useDatabases } from '../helpers/databases.ts';
 
-let dir: string;
-let pg: PgServer;
+const databases = useDatabases('db');
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'bty-db-'));
-  pg = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await pg?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-let counter = 0;
-async function fresh(engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> {
-  counter++;
-  const url = engine === 'postgres' ? await pg.createDatabase(`bty_test_${counter}`) : null;
-  const database = await openDatabase({ url, sqlitePath: join(dir, `state-${counter}.db`) });
-  await migrate(database);
-  return database;
-}
+const fresh = (engine: 'sqlite' | 'postgres'): Promise<BtyDatabase> => databases.fresh(engine);
 
 const NOW = new Date('2026-11-29T12:00:00.000Z');
 const LATER = new Date('2026-11-29T12:05:00.000Z');
@@ -153,14 +133,14 @@ describe.each(['sqlite', 'postgres'] as const)('on %s', (engine) => {
 it('an unknown database URL scheme is refused with the password hidden', async () => {
   const err = await openDatabase({
     url: 'mysql://bty:secret@db/bty',
-    sqlitePath: join(dir, 'never.db'),
+    sqlitePath: join(databases.dir(), 'never.db'),
   }).catch((e: unknown) => e);
   expect((err as BtyError).code).toBe('BTY_ERR_BAD_INPUT');
   expect((err as BtyError).message).not.toContain('secret');
 });
 
 it('sqlite: the WAL is checkpointed into the database file off the main thread', async () => {
-  const path = join(dir, 'checkpoint.db');
+  const path = join(databases.dir(), 'checkpoint.db');
   const database = await openDatabase({ sqlitePath: path });
   try {
     await migrate(database);
