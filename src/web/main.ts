@@ -187,8 +187,8 @@ export async function main(
       const port = config.server.port;
       io.err(
         `bty-web: point PXE clients at http://<this host>:${port}/pxe-bootstrap.ipxe\n` +
-          `bty-web: operator API at http://localhost:${port}/ (log in with POST /ui/login; ` +
-          `the routes are in /openapi.json and docs/http-api.md)\n`,
+          `bty-web: operator API: http://localhost:${port}/openapi.json (log in with ` +
+          `POST /ui/login; docs/http-api.md walks through it)\n`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
