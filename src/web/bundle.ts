@@ -46,6 +46,7 @@ import { DISCOVERY_BOOT_MODE } from './boot-offer.ts';
 import {
   listCatalogEntries,
   planCatalogMerge,
+  upsertCatalogRows,
   type CatalogEntryFields,
   type StoredCatalogEntry,
 } from './db/catalog.ts';
@@ -849,25 +850,7 @@ async function applyCatalog(
   }
   const changed = new Set([...plan.added, ...plan.updated].map((e) => e.ref));
   const writes = rows.filter((r) => changed.has(r.ref));
-  for (const part of chunks(writes, 100)) {
-    await tx
-      .insertInto('catalog_entries')
-      .values(part)
-      .onConflict((oc) =>
-        oc.column('ref').doUpdateSet((eb) => ({
-          name: eb.ref('excluded.name'),
-          src: eb.ref('excluded.src'),
-          sha256: eb.ref('excluded.sha256'),
-          format: eb.ref('excluded.format'),
-          size_bytes: eb.ref('excluded.size_bytes'),
-          description: eb.ref('excluded.description'),
-          arch: eb.ref('excluded.arch'),
-          created_at: eb.ref('excluded.created_at'),
-          updated_at: eb.ref('excluded.updated_at'),
-        })),
-      )
-      .execute();
-  }
+  await upsertCatalogRows(tx, writes, { keepCreatedAt: false });
   return {
     added: plan.added.length,
     updated: plan.updated.length,

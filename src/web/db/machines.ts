@@ -171,7 +171,10 @@ export async function setLabels(
   return valid;
 }
 
-export async function getLabels(db: Kysely<Database>, mac: string): Promise<string[]> {
+export async function getLabels(
+  db: Kysely<Database> | Transaction<Database>,
+  mac: string,
+): Promise<string[]> {
   const rows = await db
     .selectFrom('machine_labels')
     .select('label')

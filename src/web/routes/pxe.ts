@@ -130,11 +130,12 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
     const ip = clientIp(req, trustedProxy);
     const at = now();
     const first = discoveredMachine(mac, ip, 'pxe');
-    // One write transaction: touch (or discover), decide, store the offer and its event.
+    // One write transaction: touch (or discover), decide, render, store the offer and its
+    // event. The script is rendered before the offer is stored: a stored value the renderer
+    // refuses rolls everything back instead of logging an offer that was never sent.
     const {
-      machine: row,
       discovered,
-      result: { decision, eventId },
+      result: { decision, eventId, script },
     } = await touchMachineThen(
       db,
       mac,
@@ -155,13 +156,17 @@ export function registerPxeRoutes(app: FastifyInstance, ctx: WebContext): void {
           entry,
           at,
         );
+        const script = await renderOffer(
+          decision.offer,
+          touched.machine,
+          host,
+          ctx.artifactVersion,
+          () => getLabels(tx, mac),
+        );
         if (decision.change) await updateMachineState(tx, mac, decision.change);
         const eventId = await appendEvent(tx, { ...eventOf(decision.event), sourceIp: ip }, at);
-        return { decision, eventId };
+        return { decision, eventId, script };
       },
-    );
-    const script = await renderOffer(decision.offer, row, host, ctx.artifactVersion, () =>
-      getLabels(db, mac),
     );
     const offerKind = decision.offer.offerKind;
     metrics.pxeOffers.inc({ offer_kind: offerKind });
