@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 // so two files never race for the same loop device or saturate the two cores.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: ['test/**/*.test.{ts,tsx}'],
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,

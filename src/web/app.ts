@@ -17,6 +17,7 @@ import { registerMachineRoutes } from './routes/machines.ts';
 import { registerPxeRoutes } from './routes/pxe.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
 import { createSessions } from './session.ts';
+import { registerUi } from './ui/index.ts';
 
 type Defaulted = 'now' | 'sessions' | 'trustedProxy' | 'config' | 'bus';
 export type AppOptions = Omit<WebContext, Defaulted> & Partial<Pick<WebContext, Defaulted>>;
@@ -116,6 +117,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   );
   registerOpenApiRoute(app);
   for (const register of ROUTES) register(app, ctx);
+  await registerUi(app, ctx);
   await app.ready();
   return app;
 }

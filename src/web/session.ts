@@ -25,7 +25,7 @@ export interface Sessions {
   logout(reply: FastifyReply): void;
 }
 
-function parseCookies(header: string | undefined): Map<string, string> {
+export function parseCookies(header: string | undefined): Map<string, string> {
   const out = new Map<string, string>();
   for (const part of (header ?? '').split(';')) {
     const eq = part.indexOf('=');

@@ -6,6 +6,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { clientIp, detail, type WebContext } from '../context.ts';
 import { appendEvent } from '../db/events.ts';
 import { errors, noContent, type RouteDoc } from '../openapi.ts';
+import { csrfValid } from '../ui/csrf.ts';
+import { refuseForgery } from '../ui/guard.ts';
+import { sendPage } from '../ui/html.ts';
+import { LoginPage } from '../ui/pages/login.tsx';
 
 const LOGIN_DOC: RouteDoc = {
   summary: 'Log in',
@@ -38,7 +42,7 @@ const LOGIN_DOC: RouteDoc = {
     303: noContent('Logged in from a form: `Location: /ui/dashboard`, cookie in `Set-Cookie`.'),
     ...errors({
       400: 'The JSON body does not parse.',
-      401: 'Wrong password.',
+      401: 'Wrong password (a browser, whose `Accept` names `text/html`, gets the form again).',
       422: 'No `password` given: `password: required`.',
     }),
   },
@@ -46,9 +50,14 @@ const LOGIN_DOC: RouteDoc = {
 
 const LOGOUT_DOC: RouteDoc = {
   summary: 'Log out',
-  description: 'Clears the session cookie and redirects to the login page.',
+  description:
+    'Clears the session cookie and redirects to the login page. With a session, the form must ' +
+    'carry its CSRF token (`_csrf`, or the `X-CSRF-Token` header).',
   tags: ['auth'],
-  response: { 303: noContent('Logged out: `Location: /ui/login`, the cookie cleared.') },
+  response: {
+    303: noContent('Logged out: `Location: /ui/login`, the cookie cleared.'),
+    403: { description: 'A session without the CSRF token: nothing done.' },
+  },
 };
 
 /**
@@ -61,6 +70,11 @@ export function requireSession(ctx: WebContext) {
       await detail(reply, 401, 'login required');
     }
   };
+}
+
+/** A browser navigation (its Accept names HTML), as opposed to a script. */
+function acceptsHtml(req: FastifyRequest): boolean {
+  return (req.headers.accept ?? '').includes('text/html');
 }
 
 export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void {
@@ -92,6 +106,17 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
       );
     if (!ctx.sessions.checkPassword(password)) {
       await audit('auth.login.failed');
+      // A browser gets the form again with the error; scripts get upstream's JSON 401.
+      if (acceptsHtml(req)) {
+        return sendPage(
+          reply,
+          LoginPage({
+            error: 'Invalid password.',
+            defaultPassword: ctx.sessions.usingDefaultPassword,
+          }),
+          401,
+        );
+      }
       return detail(reply, 401, 'wrong password');
     }
     await audit('auth.login.succeeded');
@@ -102,8 +127,10 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
   });
 
   app.post('/ui/logout', { schema: LOGOUT_DOC }, async (req, reply) => {
-    // Logged only when a session was open, as upstream does.
+    // Logged only when a session was open, as upstream does. With a session, the post must
+    // carry the form's CSRF token: another site cannot end the operator's session.
     if (ctx.sessions.authenticate(req, reply)) {
+      if (!csrfValid(req)) return refuseForgery(ctx, req, reply);
       const ip = clientIp(req, ctx.trustedProxy);
       await appendEvent(
         ctx.database.db,

@@ -38,7 +38,7 @@ const OPENING_FRAME = ': connected\n\n';
 export type DropReason = 'queue_full' | 'buffer_full' | 'stalled';
 
 /** One open stream: writes, queues while the socket is full, or gives up on the client. */
-class SseClient {
+export class SseClient {
   readonly accepts: (message: LiveMessage) => boolean;
   private readonly res: ServerResponse;
   private readonly limits: StreamLimits;
@@ -221,6 +221,26 @@ const MACHINE_STREAM_DOC: RouteDoc = protectedRoute({
   response: { 200: frames('machine, offer, inventory, progress, status') },
 });
 
+/**
+ * Takes over the reply as an event stream: headers (with the session guard's refreshed cookie)
+ * and the opening comment. The caller hands the response to its hub.
+ */
+export function startEventStream(reply: FastifyReply): ServerResponse {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    ...(reply.getHeaders() as Record<string, string | string[]>),
+    'content-type': EVENT_STREAM_TYPE,
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+    // A stream owns its connection: nothing follows it on the socket, so when it ends
+    // (shutdown) the socket closes with it instead of lingering in keep-alive.
+    connection: 'close',
+  });
+  res.write(OPENING_FRAME);
+  return res;
+}
+
 export function registerStreamRoutes(app: FastifyInstance, ctx: WebContext): void {
   const hub = new StreamHub(ctx.bus, metricsOf(ctx));
   const preHandler = requireSession(ctx);
@@ -228,20 +248,7 @@ export function registerStreamRoutes(app: FastifyInstance, ctx: WebContext): voi
   const stream =
     (accepts: (message: LiveMessage) => boolean) =>
     (_req: FastifyRequest, reply: FastifyReply): void => {
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        // The session guard's refreshed cookie, and anything else set so far.
-        ...(reply.getHeaders() as Record<string, string | string[]>),
-        'content-type': EVENT_STREAM_TYPE,
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
-        // A stream owns its connection: nothing follows it on the socket, so when it ends
-        // (shutdown) the socket closes with it instead of lingering in keep-alive.
-        connection: 'close',
-      });
-      res.write(OPENING_FRAME);
-      hub.open(res, accepts);
+      hub.open(startEventStream(reply), accepts);
     };
 
   app.get('/events/stream', { preHandler, schema: STREAM_DOC }, stream(everything));

@@ -1,0 +1,12 @@
+/** Placeholder: the events page is being written. */
+import type { FastifyInstance } from 'fastify';
+import type { WebContext } from '../../context.ts';
+import { frameOf, uiGuard } from '../guard.ts';
+import { sendPage } from '../html.ts';
+import { Layout } from '../layout.tsx';
+
+export function registerEventsPage(app: FastifyInstance, ctx: WebContext): void {
+  app.get('/ui/events', { preHandler: uiGuard(ctx), schema: { hide: true } }, (req, reply) =>
+    sendPage(reply, <Layout frame={frameOf(ctx, req, reply, 'events')} title="Events" />),
+  );
+}
