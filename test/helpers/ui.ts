@@ -49,7 +49,7 @@ export async function startUiServer(options: Partial<AppOptions> = {}): Promise<
     async close() {
       await app.close();
       await database.close();
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
     },
   };
 }

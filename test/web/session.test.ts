@@ -325,7 +325,13 @@ describe('the audit log of operator sessions', () => {
     await login('wrong');
     const ok = await login(PASSWORD);
     const cookie = cookieOf(ok);
-    await fetch(`${base}/ui/logout`, { method: 'POST', redirect: 'manual', headers: { cookie } });
+    // A logout with a session carries the form's CSRF token (test/web/ui-frame.test.ts).
+    const csrf = 'c'.repeat(43);
+    await fetch(`${base}/ui/logout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: `${cookie}; bty-csrf=${csrf}`, 'x-csrf-token': csrf },
+    });
     // A logout without a session is not an operator action: not logged.
     await fetch(`${base}/ui/logout`, { method: 'POST', redirect: 'manual' });
     const events = (await listEvents(database.db, { subjectKind: 'auth', limit: 1000 }))

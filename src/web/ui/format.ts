@@ -36,7 +36,8 @@ export function formatBytes(bytes: number | null | undefined): string {
     value /= 1024;
     unit++;
   }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
+  const digits = value < 10 ? 2 : value < 100 ? 1 : 0;
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(digits)} ${UNITS[unit]}`;
 }
 
 /** `123 MiB/s`. */
