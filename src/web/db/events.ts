@@ -1,7 +1,7 @@
 /** The audit log: append-only rows, listed newest first with filters and id-based paging. */
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { EventKind } from '../event-kinds.ts';
-import type { Database } from './schema.ts';
+import type { Database, EventsTable } from './schema.ts';
 
 export interface NewEvent {
   kind: EventKind;
@@ -135,4 +135,119 @@ export async function acknowledgeEvent(db: Db, id: number): Promise<boolean> {
     .where('id', '=', id)
     .executeTakeFirst();
   return Number(r.numUpdatedRows) > 0;
+}
+
+/** Marks an event unacknowledged again (idempotent); false when there is no event with that id. */
+export async function unacknowledgeEvent(db: Db, id: number): Promise<boolean> {
+  const r = await db
+    .updateTable('events')
+    .set({ acknowledged: 0 })
+    .where('id', '=', id)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+type StoredEvent = Selectable<EventsTable>;
+
+function eventRowOf(r: StoredEvent): EventRow {
+  return {
+    ...r,
+    id: Number(r.id),
+    details: detailsOf(r.details),
+    acknowledged: Number(r.acknowledged) !== 0,
+  };
+}
+
+/** The columns the UI's one search box looks in. */
+const SEARCHED_COLUMNS = [
+  'kind',
+  'subject_kind',
+  'subject_id',
+  'actor',
+  'source_ip',
+  'summary',
+] as const;
+
+/** `!` escapes LIKE's wildcards: a typed `%` or `_` is a character, not a pattern. */
+function likeContaining(text: string): string {
+  return `%${text.replace(/[!%_]/g, (c) => `!${c}`)}%`;
+}
+
+/**
+ * `q` as a case-insensitive substring of any searched column. Both sides go through the
+ * engine's `lower()`, so SQLite (ASCII-only lower) and PostgreSQL each agree with themselves.
+ */
+function whereMatches(q: string) {
+  const pattern = likeContaining(q);
+  return sql<boolean>`(${sql.join(
+    SEARCHED_COLUMNS.map(
+      (column) => sql`lower(${sql.ref(column)}) like lower(${pattern}) escape '!'`,
+    ),
+    sql` or `,
+  )})`;
+}
+
+export interface EventSearch {
+  /** Trimmed search text; empty matches every event. */
+  q?: string;
+  limit?: number;
+  offset?: number;
+}
+
+/** One page of the events matching `q`, newest first (id descending). */
+export async function searchEvents(db: Db, search: EventSearch = {}): Promise<EventRow[]> {
+  const q = search.q?.trim() ?? '';
+  let query = db.selectFrom('events').selectAll();
+  if (q !== '') query = query.where(whereMatches(q));
+  const limit = Math.min(
+    Math.max(Math.trunc(search.limit ?? EVENTS_PAGE_DEFAULT), 1),
+    EVENTS_PAGE_MAX,
+  );
+  const offset = Math.max(Math.trunc(search.offset ?? 0), 0);
+  const rows = await query.orderBy('id', 'desc').limit(limit).offset(offset).execute();
+  return rows.map(eventRowOf);
+}
+
+/** How many events match `q` (the pager's total). */
+export async function countEvents(db: Db, search: Pick<EventSearch, 'q'> = {}): Promise<number> {
+  const q = search.q?.trim() ?? '';
+  let query = db.selectFrom('events').select((eb) => eb.fn.countAll<number>().as('n'));
+  if (q !== '') query = query.where(whereMatches(q));
+  const row = await query.executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Failures (kinds ending in `failed`) nobody has acknowledged yet, newest first. */
+export async function listUnacknowledgedFailures(db: Db, limit: number): Promise<EventRow[]> {
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where('kind', 'like', '%failed')
+    .where('acknowledged', '=', 0)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.map(eventRowOf);
+}
+
+/** Upstream's tripwire: how many failures are not acknowledged. */
+export async function countUnacknowledgedFailures(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('events')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('kind', 'like', '%failed')
+    .where('acknowledged', '=', 0)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Acknowledges every listed event that exists; returns how many there were. */
+export async function acknowledgeEvents(db: Db, ids: readonly number[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const r = await db
+    .updateTable('events')
+    .set({ acknowledged: 1 })
+    .where('id', 'in', [...ids])
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
 }
