@@ -102,7 +102,8 @@ export function Pager({
   return (
     <nav class="d-flex flex-wrap align-items-center gap-2" aria-label={`${label} pages`}>
       <span class="small text-body-secondary pager-summary">
-        {first}–{end} of {total.toLocaleString('en-US')}
+        {first.toLocaleString('en-US')}–{end.toLocaleString('en-US')} of{' '}
+        {total.toLocaleString('en-US')}
       </span>
       <ul class="pagination pagination-sm mb-0">
         <li class={`page-item${page <= 1 ? ' disabled' : ''}`}>
