@@ -549,9 +549,8 @@ const IMPORT_DOC = protectedRoute({
     }),
   },
 });
-
 // ---------------------------------------------------------------------------------------------
-// The routes
+// The operations (the JSON routes below and the browser UI's forms apply the same rules)
 // ---------------------------------------------------------------------------------------------
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -575,6 +574,236 @@ function clip(text: string, max = 300): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
+/** A refusal: the HTTP status the JSON API answers and the message (it names the field). */
+export interface CatalogRefusal {
+  ok: false;
+  status: number;
+  message: string;
+}
+
+/** Tells live subscribers about an audit event written inside a catalog transaction. */
+function publish(ctx: WebContext, id: number | null, event: NewEvent): void {
+  if (id === null) return;
+  ctx.bus.publish({
+    type: 'event',
+    id,
+    kind: event.kind,
+    summary: event.summary,
+    subject_id: event.subjectId ?? null,
+  });
+}
+
+/** Appends an audit event outside any other write and tells live subscribers. */
+async function log(ctx: WebContext, event: NewEvent): Promise<void> {
+  publish(ctx, await appendEvent(ctx.database.db, event, ctx.now()), event);
+}
+
+const operator = (sourceIp: string | null) =>
+  ({ subjectKind: 'catalog', actor: 'operator', sourceIp }) as const;
+
+/**
+ * Validates and adds one entry (`strictFormat` as for a JSON entry). A validation failure is a
+ * 422, unlogged; a ref or name already in the catalog is a 409, logged as
+ * `catalog.entry.add.failed`; an added entry is logged as `catalog.entry.added`.
+ */
+export async function addEntry(
+  ctx: WebContext,
+  input: EntryInput,
+  sourceIp: string | null,
+): Promise<{ ok: true; entry: StoredCatalogEntry } | CatalogRefusal> {
+  let fields: CatalogEntryFields;
+  try {
+    fields = validateEntry(input, '', true);
+  } catch (err) {
+    if (err instanceof FieldError) return { ok: false, status: 422, message: err.message };
+    throw err;
+  }
+  const who = operator(sourceIp);
+  const addedEvent = (entry: StoredCatalogEntry): NewEvent => ({
+    ...who,
+    kind: 'catalog.entry.added',
+    subjectId: entry.ref,
+    summary: `catalog entry ${entry.name} added (${short(entry.ref)})`,
+    details: {
+      ref: entry.ref,
+      name: entry.name,
+      src: entry.src,
+      sha256: entry.sha256,
+      format: entry.format,
+      size_bytes: entry.size_bytes,
+      arch: entry.arch,
+    },
+  });
+  const result = await addCatalogEntry(ctx.database.db, fields, ctx.now(), addedEvent);
+  if (result.outcome === 'added') {
+    publish(ctx, result.eventId, addedEvent(result.entry));
+    return { ok: true, entry: result.entry };
+  }
+  const existing = result.existing;
+  const message =
+    result.outcome === 'ref_exists'
+      ? `src: the catalog already has this source as ${reprString(existing.name)} ` +
+        `(ref ${existing.ref}); delete it first to replace it`
+      : `name: ${reprString(fields.name)} is already used by the entry with ref ${existing.ref}`;
+  await log(ctx, {
+    ...who,
+    kind: 'catalog.entry.add.failed',
+    subjectId: fields.ref,
+    summary: clip(`catalog entry ${fields.name} not added: ${message}`),
+    details: { ref: fields.ref, name: fields.name, src: fields.src, error: message },
+  });
+  return { ok: false, status: 409, message };
+}
+
+/** Removes one entry (logged as `catalog.entry.removed`); null when there is none. */
+export async function removeEntry(
+  ctx: WebContext,
+  ref: string,
+  sourceIp: string | null,
+): Promise<RemoveResult | null> {
+  const who = operator(sourceIp);
+  const removedEvent = ({ entry, boundMachines }: RemoveResult): NewEvent => ({
+    ...who,
+    kind: 'catalog.entry.removed',
+    subjectId: ref,
+    summary:
+      `catalog entry ${entry.name} removed (${short(ref)})` +
+      (boundMachines > 0 ? `; ${boundMachines} machine(s) still bound to it` : ''),
+    details: { ref, name: entry.name, src: entry.src, bound_machines: boundMachines },
+  });
+  const result = await removeCatalogEntry(ctx.database.db, ref, ctx.now(), removedEvent);
+  if (result) publish(ctx, result.eventId, removedEvent(result));
+  return result;
+}
+
+/**
+ * Why `url` cannot name a catalog to import, or null when it can: these are refused before
+ * anything is fetched (and not logged).
+ */
+export function importUrlProblem(url: unknown): string | null {
+  if (typeof url !== 'string' || url.trim() === '') {
+    return 'url: required, the catalog URL or an absolute path';
+  }
+  if (url.length > MAX_SRC_LENGTH || hasControl(url)) {
+    return `url: at most ${MAX_SRC_LENGTH} characters without control characters`;
+  }
+  if (urlScheme(url) === '' && !isAbsolute(url)) {
+    return `url: a local catalog must be an absolute path (the server has no useful working folder), got ${reprString(url.slice(0, 80))}`;
+  }
+  return null;
+}
+
+/** Where an imported catalog comes from: a URL (fetched) or its text (`source` names it). */
+export type ImportOrigin = { url: string } | { text: string | Uint8Array; source: string };
+
+export interface ImportSummary {
+  source: string;
+  added: number;
+  updated: number;
+  unchanged: number;
+  entries: Array<StoredCatalogEntry | CatalogEntryFields>;
+}
+
+/**
+ * Fetches (for a URL that passed `importUrlProblem`), parses and merges a catalog, all entries
+ * or none. Every refusal is logged as `catalog.import.failed`; a merge as `catalog.imported`.
+ */
+export async function importCatalog(
+  ctx: WebContext,
+  origin: ImportOrigin,
+  sourceIp: string | null,
+): Promise<{ ok: true; summary: ImportSummary } | CatalogRefusal> {
+  const who = operator(sourceIp);
+  const source = 'url' in origin ? origin.url : origin.source;
+  const failed = async (status: number, message: string): Promise<CatalogRefusal> => {
+    await log(ctx, {
+      ...who,
+      kind: 'catalog.import.failed',
+      subjectId: null,
+      summary: clip(`catalog import from ${source} failed: ${message}`),
+      details: { source, error: message },
+    });
+    return { ok: false, status, message };
+  };
+
+  let text: string | Uint8Array;
+  if ('url' in origin) {
+    try {
+      text = await fetchCatalogBytes(origin.url);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return failed(fetchFailureStatus(err), `url: ${message}`);
+    }
+  } else {
+    text = origin.text;
+  }
+  let catalog: Catalog;
+  try {
+    catalog = parseCatalog(text, source);
+  } catch (err) {
+    return failed(422, err instanceof Error ? err.message : String(err));
+  }
+
+  let incoming: CatalogEntryFields[];
+  try {
+    incoming = catalog.entries.map(fromCatalogEntry);
+  } catch (err) {
+    if (err instanceof FieldError) return failed(422, err.message);
+    throw err;
+  }
+  const importedEvent = (plan: Extract<MergePlan, { ok: true }>): NewEvent => {
+    const counts = {
+      added: plan.added.length,
+      updated: plan.updated.length,
+      unchanged: plan.unchanged.length,
+    };
+    return {
+      ...who,
+      kind: 'catalog.imported',
+      subjectId: null,
+      summary: clip(
+        `catalog imported from ${source}: ${counts.added} added, ${counts.updated} updated, ` +
+          `${counts.unchanged} unchanged`,
+      ),
+      details: { source, entries: incoming.length, ...counts },
+    };
+  };
+  const db = ctx.database.db;
+  const result = await mergeCatalogEntries(db, incoming, ctx.now(), importedEvent);
+  if (!result.ok) {
+    if (result.reason === 'duplicate_ref') {
+      const [a, b] = result.names;
+      return failed(
+        422,
+        `catalog entries ${reprString(a)} and ${reprString(b)} have the same src ` +
+          `(ref ${result.ref}): keep one`,
+      );
+    }
+    const [mine, theirs] = result.refs;
+    return failed(
+      409,
+      `name: ${reprString(result.name)} would name two entries (refs ${short(mine)} and ` +
+        `${short(theirs)}); rename one, or delete the stored one first`,
+    );
+  }
+  publish(ctx, result.eventId, importedEvent(result.plan));
+  const stored = new Map((await listCatalogEntries(db)).map((e) => [e.ref, e]));
+  return {
+    ok: true,
+    summary: {
+      source,
+      added: result.plan.added.length,
+      updated: result.plan.updated.length,
+      unchanged: result.plan.unchanged.length,
+      entries: incoming.map((e) => stored.get(e.ref) ?? { ...e }),
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The routes
+// ---------------------------------------------------------------------------------------------
+
 export function registerCatalogRoutes(app: FastifyInstance, ctx: WebContext): void {
   // An encapsulated scope: the TOML body parser below applies to these routes only.
   void app.register((scope, _options, done) => {
@@ -585,34 +814,13 @@ export function registerCatalogRoutes(app: FastifyInstance, ctx: WebContext): vo
 
 function registerInScope(app: FastifyInstance, ctx: WebContext): void {
   const { db } = ctx.database;
-  const now = ctx.now;
   const guard = requireSession(ctx);
 
   app.addContentTypeParser(TOML_TYPE, { parseAs: 'string' }, (_req, body, done) => {
     done(null, body);
   });
 
-  /** Appends an audit event outside any other write and tells live subscribers. */
-  const log = async (event: NewEvent): Promise<void> => {
-    const id = await appendEvent(db, event, now());
-    publish(id, event);
-  };
-  const publish = (id: number | null, event: NewEvent) => {
-    if (id === null) return;
-    ctx.bus.publish({
-      type: 'event',
-      id,
-      kind: event.kind,
-      summary: event.summary,
-      subject_id: event.subjectId ?? null,
-    });
-  };
-  const operator = (req: FastifyRequest) =>
-    ({
-      subjectKind: 'catalog',
-      actor: 'operator',
-      sourceIp: clientIp(req, ctx.trustedProxy),
-    }) as const;
+  const ipOf = (req: FastifyRequest) => clientIp(req, ctx.trustedProxy);
 
   /** The `{ref}` path parameter, lower-cased, or null after answering 400. */
   const refParam = (raw: string, reply: FastifyReply): string | null => {
@@ -667,51 +875,12 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
       }
       const extra = Object.keys(body).filter((k) => !ENTRY_KEYS.includes(k));
       if (extra.length > 0) return detail(reply, 422, `unknown field(s): ${extra.join(', ')}`);
-      let fields: CatalogEntryFields;
-      try {
-        fields = validateEntry(body as unknown as EntryInput, '', true);
-      } catch (err) {
-        if (err instanceof FieldError) return detail(reply, 422, err.message);
-        throw err;
-      }
-      const who = operator(req);
-      const addedEvent = (entry: StoredCatalogEntry): NewEvent => ({
-        ...who,
-        kind: 'catalog.entry.added',
-        subjectId: entry.ref,
-        summary: `catalog entry ${entry.name} added (${short(entry.ref)})`,
-        details: {
-          ref: entry.ref,
-          name: entry.name,
-          src: entry.src,
-          sha256: entry.sha256,
-          format: entry.format,
-          size_bytes: entry.size_bytes,
-          arch: entry.arch,
-        },
-      });
-      const result = await addCatalogEntry(db, fields, now(), addedEvent);
-      if (result.outcome === 'added') {
-        publish(result.eventId, addedEvent(result.entry));
-        return reply
-          .code(201)
-          .header('location', `/catalog/entries/${result.entry.ref}`)
-          .send(result.entry);
-      }
-      const existing = result.existing;
-      const message =
-        result.outcome === 'ref_exists'
-          ? `src: the catalog already has this source as ${reprString(existing.name)} ` +
-            `(ref ${existing.ref}); delete it first to replace it`
-          : `name: ${reprString(fields.name)} is already used by the entry with ref ${existing.ref}`;
-      await log({
-        ...who,
-        kind: 'catalog.entry.add.failed',
-        subjectId: fields.ref,
-        summary: clip(`catalog entry ${fields.name} not added: ${message}`),
-        details: { ref: fields.ref, name: fields.name, src: fields.src, error: message },
-      });
-      return detail(reply, 409, message);
+      const result = await addEntry(ctx, body as unknown as EntryInput, ipOf(req));
+      if (!result.ok) return detail(reply, result.status, result.message);
+      return reply
+        .code(201)
+        .header('location', `/catalog/entries/${result.entry.ref}`)
+        .send(result.entry);
     },
   );
 
@@ -721,19 +890,8 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
     async (req, reply) => {
       const ref = refParam(req.params.ref, reply);
       if (ref === null) return reply;
-      const who = operator(req);
-      const removedEvent = ({ entry, boundMachines }: RemoveResult): NewEvent => ({
-        ...who,
-        kind: 'catalog.entry.removed',
-        subjectId: ref,
-        summary:
-          `catalog entry ${entry.name} removed (${short(ref)})` +
-          (boundMachines > 0 ? `; ${boundMachines} machine(s) still bound to it` : ''),
-        details: { ref, name: entry.name, src: entry.src, bound_machines: boundMachines },
-      });
-      const result = await removeCatalogEntry(db, ref, now(), removedEvent);
+      const result = await removeEntry(ctx, ref, ipOf(req));
       if (!result) return detail(reply, 404, `no catalog entry with ref ${ref}`);
-      publish(result.eventId, removedEvent(result));
       return reply.code(204).send();
     },
   );
@@ -743,65 +901,18 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
     // A catalog is at most 4 MiB wherever it comes from; JSON and TOML framing fit in the slack.
     { onRequest: guard, bodyLimit: REMOTE_CATALOG_MAX_BYTES + 64 * 1024, schema: IMPORT_DOC },
     async (req, reply) => {
-      const who = operator(req);
       const type = mediaType(req);
-      let source: string;
-      let catalog: Catalog;
-
-      const failed = async (status: number, message: string) => {
-        await log({
-          ...who,
-          kind: 'catalog.import.failed',
-          subjectId: null,
-          summary: clip(`catalog import from ${source} failed: ${message}`),
-          details: { source, error: message },
-        });
-        return detail(reply, status, message);
-      };
-
+      let origin: ImportOrigin;
       if (type === 'application/json') {
         const body = req.body;
         if (!isObject(body)) return detail(reply, 422, 'body: must be a JSON object {"url": …}');
         const extra = Object.keys(body).filter((k) => k !== 'url');
         if (extra.length > 0) return detail(reply, 422, `unknown field(s): ${extra.join(', ')}`);
-        const url = body.url;
-        if (typeof url !== 'string' || url.trim() === '') {
-          return detail(reply, 422, 'url: required, the catalog URL or an absolute path');
-        }
-        if (url.length > MAX_SRC_LENGTH || hasControl(url)) {
-          return detail(
-            reply,
-            422,
-            `url: at most ${MAX_SRC_LENGTH} characters without control characters`,
-          );
-        }
-        if (urlScheme(url) === '' && !isAbsolute(url)) {
-          return detail(
-            reply,
-            422,
-            `url: a local catalog must be an absolute path (the server has no useful working folder), got ${reprString(url.slice(0, 80))}`,
-          );
-        }
-        source = url;
-        let bytes: Uint8Array;
-        try {
-          bytes = await fetchCatalogBytes(url);
-        } catch (err) {
-          const message = err instanceof Error ? err.message : String(err);
-          return failed(fetchFailureStatus(err), `url: ${message}`);
-        }
-        try {
-          catalog = parseCatalog(bytes, url);
-        } catch (err) {
-          return failed(422, err instanceof Error ? err.message : String(err));
-        }
+        const problem = importUrlProblem(body.url);
+        if (problem !== null) return detail(reply, 422, problem);
+        origin = { url: body.url as string };
       } else if (type === TOML_TYPE || type === 'text/plain') {
-        source = 'request body';
-        try {
-          catalog = parseCatalog(typeof req.body === 'string' ? req.body : '', source);
-        } catch (err) {
-          return failed(422, err instanceof Error ? err.message : String(err));
-        }
+        origin = { text: typeof req.body === 'string' ? req.body : '', source: 'request body' };
       } else {
         return detail(
           reply,
@@ -810,57 +921,9 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
             'or application/json ({"url": …})',
         );
       }
-
-      let incoming: CatalogEntryFields[];
-      try {
-        incoming = catalog.entries.map(fromCatalogEntry);
-      } catch (err) {
-        if (err instanceof FieldError) return failed(422, err.message);
-        throw err;
-      }
-      const importedEvent = (plan: Extract<MergePlan, { ok: true }>): NewEvent => {
-        const counts = {
-          added: plan.added.length,
-          updated: plan.updated.length,
-          unchanged: plan.unchanged.length,
-        };
-        return {
-          ...who,
-          kind: 'catalog.imported',
-          subjectId: null,
-          summary: clip(
-            `catalog imported from ${source}: ${counts.added} added, ${counts.updated} updated, ` +
-              `${counts.unchanged} unchanged`,
-          ),
-          details: { source, entries: incoming.length, ...counts },
-        };
-      };
-      const result = await mergeCatalogEntries(db, incoming, now(), importedEvent);
-      if (!result.ok) {
-        if (result.reason === 'duplicate_ref') {
-          const [a, b] = result.names;
-          return failed(
-            422,
-            `catalog entries ${reprString(a)} and ${reprString(b)} have the same src ` +
-              `(ref ${result.ref}): keep one`,
-          );
-        }
-        const [mine, theirs] = result.refs;
-        return failed(
-          409,
-          `name: ${reprString(result.name)} would name two entries (refs ${short(mine)} and ` +
-            `${short(theirs)}); rename one, or delete the stored one first`,
-        );
-      }
-      publish(result.eventId, importedEvent(result.plan));
-      const stored = new Map((await listCatalogEntries(db)).map((e) => [e.ref, e]));
-      return reply.code(200).send({
-        source,
-        added: result.plan.added.length,
-        updated: result.plan.updated.length,
-        unchanged: result.plan.unchanged.length,
-        entries: incoming.map((e) => stored.get(e.ref) ?? { ...e }),
-      });
+      const result = await importCatalog(ctx, origin, ipOf(req));
+      if (!result.ok) return detail(reply, result.status, result.message);
+      return reply.code(200).send(result.summary);
     },
   );
 }

@@ -540,46 +540,12 @@ function machineRoutes(scope: FastifyInstance, ctx: WebContext): void {
       }
       const parsed = parseMachineUpsert(req.body);
       if (!parsed.ok) return detail(reply, parsed.status, parsed.message);
-      const binding = parsed.binding;
-      const ip = clientIp(req, ctx.trustedProxy);
-      const at = ctx.now();
-      const written = await withFailureEvent(ctx, mac, 'machine.upsert.failed', ip, () =>
-        db.transaction().execute(async (tx) => {
-          let created = await createMachineWithBinding(tx, mac, binding, at);
-          let reset = true;
-          if (!created) {
-            const before = await lockMachine(tx, mac);
-            if (before) {
-              const change = policyResetChange(before, binding);
-              reset = change !== null;
-              await updateMachineBinding(tx, mac, binding, change, at);
-            } else {
-              // Deleted between the two statements: create it after all.
-              created = await createMachineWithBinding(tx, mac, binding, at);
-            }
-          }
-          await replaceLabels(tx, mac, binding.labels);
-          const event: NewEvent = {
-            kind: created ? 'machine.created' : 'machine.upserted',
-            summary: created
-              ? `operator created machine ${mac} (${binding.boot_mode})`
-              : `operator updated machine ${mac} (${binding.boot_mode})` +
-                (reset ? ', boot cycle reset' : ''),
-            subjectKind: 'machine',
-            subjectId: mac,
-            actor: 'operator',
-            sourceIp: ip,
-            details: created
-              ? bindingDetails(binding)
-              : { ...bindingDetails(binding), policy_reset: reset },
-          };
-          const id = await appendEvent(tx, event, at);
-          const record = await getMachineRecord(tx, mac);
-          return { created, event, id, record: record! };
-        }),
+      const written = await writeMachineBinding(
+        ctx,
+        mac,
+        parsed.binding,
+        clientIp(req, ctx.trustedProxy),
       );
-      ctx.bus.publish({ type: 'machine', mac, change: written.created ? 'created' : 'updated' });
-      publishEvent(ctx, written.id, written.event);
       return machineWire(written.record);
     },
   );
@@ -590,37 +556,115 @@ function machineRoutes(scope: FastifyInstance, ctx: WebContext): void {
     async (req, reply) => {
       const mac = macParam(req.params.mac, reply);
       if (mac === null) return reply;
-      const ip = clientIp(req, ctx.trustedProxy);
-      const at = ctx.now();
-      const deleted = await withFailureEvent(ctx, mac, 'machine.delete.failed', ip, () =>
-        db.transaction().execute(async (tx) => {
-          const record = await getMachineRecord(tx, mac);
-          if (!record || !(await deleteMachine(tx, mac))) return null;
-          const r = record.row;
-          const event: NewEvent = {
-            kind: 'machine.deleted',
-            summary: `operator deleted machine ${mac}`,
-            subjectKind: 'machine',
-            subjectId: mac,
-            actor: 'operator',
-            sourceIp: ip,
-            details: bindingDetails({
-              bty_image_ref: r.bty_image_ref,
-              boot_mode: r.boot_mode,
-              sanboot_drive: r.sanboot_drive,
-              target_disk_serial: r.target_disk_serial,
-              labels: record.labels,
-            }),
-          };
-          return { event, id: await appendEvent(tx, event, at) };
-        }),
-      );
-      if (deleted === null) return detail(reply, 404, `no machine record for ${mac}`);
-      ctx.bus.publish({ type: 'machine', mac, change: 'deleted' });
-      publishEvent(ctx, deleted.id, deleted.event);
+      const deleted = await deleteMachineRecord(ctx, mac, clientIp(req, ctx.trustedProxy));
+      if (!deleted) return detail(reply, 404, `no machine record for ${mac}`);
       return reply.code(204).send();
     },
   );
+}
+
+/** What an operator's binding write did. */
+export interface BindingWrite {
+  /** The write created the record (it had none). */
+  created: boolean;
+  /** The record as stored afterwards. */
+  record: MachineRecord;
+}
+
+/**
+ * Stores an operator's binding for `mac` (already validated by parseMachineUpsert): creates the
+ * record or replaces its binding with the §7.3 policy reset, replaces the labels and logs
+ * `machine.created` / `machine.upserted` in one transaction, then tells live subscribers. Both
+ * `PUT /machines/{mac}` and the UI's machine form write through here, so they cannot drift
+ * apart. A failing write logs `machine.upsert.failed` and rethrows.
+ */
+export async function writeMachineBinding(
+  ctx: WebContext,
+  mac: string,
+  binding: MachineBinding,
+  ip: string | null,
+): Promise<BindingWrite> {
+  const { db } = ctx.database;
+  const at = ctx.now();
+  const written = await withFailureEvent(ctx, mac, 'machine.upsert.failed', ip, () =>
+    db.transaction().execute(async (tx) => {
+      let created = await createMachineWithBinding(tx, mac, binding, at);
+      let reset = true;
+      if (!created) {
+        const before = await lockMachine(tx, mac);
+        if (before) {
+          const change = policyResetChange(before, binding);
+          reset = change !== null;
+          await updateMachineBinding(tx, mac, binding, change, at);
+        } else {
+          // Deleted between the two statements: create it after all.
+          created = await createMachineWithBinding(tx, mac, binding, at);
+        }
+      }
+      await replaceLabels(tx, mac, binding.labels);
+      const event: NewEvent = {
+        kind: created ? 'machine.created' : 'machine.upserted',
+        summary: created
+          ? `operator created machine ${mac} (${binding.boot_mode})`
+          : `operator updated machine ${mac} (${binding.boot_mode})` +
+            (reset ? ', boot cycle reset' : ''),
+        subjectKind: 'machine',
+        subjectId: mac,
+        actor: 'operator',
+        sourceIp: ip,
+        details: created
+          ? bindingDetails(binding)
+          : { ...bindingDetails(binding), policy_reset: reset },
+      };
+      const id = await appendEvent(tx, event, at);
+      const record = await getMachineRecord(tx, mac);
+      return { created, event, id, record: record! };
+    }),
+  );
+  ctx.bus.publish({ type: 'machine', mac, change: written.created ? 'created' : 'updated' });
+  publishEvent(ctx, written.id, written.event);
+  return { created: written.created, record: written.record };
+}
+
+/**
+ * Deletes `mac`'s record with its labels and inventory, logs `machine.deleted` and tells live
+ * subscribers (`DELETE /machines/{mac}` and the UI's delete form). False when there was no
+ * record: nothing is logged then. A failing delete logs `machine.delete.failed` and rethrows.
+ */
+export async function deleteMachineRecord(
+  ctx: WebContext,
+  mac: string,
+  ip: string | null,
+): Promise<boolean> {
+  const { db } = ctx.database;
+  const at = ctx.now();
+  const deleted = await withFailureEvent(ctx, mac, 'machine.delete.failed', ip, () =>
+    db.transaction().execute(async (tx) => {
+      const record = await getMachineRecord(tx, mac);
+      if (!record || !(await deleteMachine(tx, mac))) return null;
+      const r = record.row;
+      const event: NewEvent = {
+        kind: 'machine.deleted',
+        summary: `operator deleted machine ${mac}`,
+        subjectKind: 'machine',
+        subjectId: mac,
+        actor: 'operator',
+        sourceIp: ip,
+        details: bindingDetails({
+          bty_image_ref: r.bty_image_ref,
+          boot_mode: r.boot_mode,
+          sanboot_drive: r.sanboot_drive,
+          target_disk_serial: r.target_disk_serial,
+          labels: record.labels,
+        }),
+      };
+      return { event, id: await appendEvent(tx, event, at) };
+    }),
+  );
+  if (deleted === null) return false;
+  ctx.bus.publish({ type: 'machine', mac, change: 'deleted' });
+  publishEvent(ctx, deleted.id, deleted.event);
+  return true;
 }
 
 /** Tells live subscribers about a new audit event. */
@@ -793,6 +837,144 @@ const UPLOAD_DOC = protectedRoute({
 
 class UploadTooLarge extends Error {}
 
+/** The upload cap: `[tuning] max_upload_bytes`. */
+export function artifactUploadLimit(ctx: WebContext): number {
+  return (
+    ctx.config?.config.tuning.max_upload_bytes ?? CONFIG_SCHEMA.tuning.max_upload_bytes.default
+  );
+}
+
+/** Logs `netboot.artifacts.upload.failed` (best effort: the database may be what failed). */
+export async function logArtifactUploadFailure(
+  ctx: WebContext,
+  sourceIp: string | null,
+  name: string,
+  error: string,
+  received: number,
+): Promise<void> {
+  const event: NewEvent = {
+    kind: 'netboot.artifacts.upload.failed',
+    summary: `upload of ${name} failed: ${error}`,
+    subjectKind: 'netboot',
+    subjectId: name,
+    actor: 'operator',
+    sourceIp,
+    details: { name, error, bytes_received: received },
+  };
+  const id = await appendEvent(ctx.database.db, event, ctx.now()).catch(() => null);
+  if (id !== null) publishEvent(ctx, id, event);
+}
+
+/** Why the boot folder cannot take a file called `name` (a directory is there), or null. */
+export async function artifactPathProblem(ctx: WebContext, name: string): Promise<string | null> {
+  const existing = await lstat(join(ctx.bootDir, name)).catch(() => null);
+  return existing?.isDirectory()
+    ? `name: ${name} exists in the boot folder and is a directory`
+    : null;
+}
+
+export interface StoredArtifact {
+  name: string;
+  size_bytes: number;
+  path: string;
+  sha256: string;
+  replaced: boolean;
+}
+
+export type StoreArtifactResult =
+  | { ok: true; artifact: StoredArtifact }
+  /** Nothing was written; `too_large`: more than `limit` bytes came. */
+  | { ok: false; reason: 'too_large'; limit: number }
+  | { ok: false; reason: 'failed'; status: 409 | 500 | 507; message: string };
+
+/**
+ * Writes an upload to the boot folder atomically: the bytes go to a dot-named temporary file
+ * next to it, which is renamed over `name` once complete (a machine never chains a half-written
+ * kernel). `name` must have passed `artifactNameProblem`. Logs `netboot.artifacts.uploaded`, or
+ * `….upload.failed` with the reason. The source is not destroyed on a refusal, so the caller can
+ * still answer on its connection.
+ */
+export async function storeArtifact(
+  ctx: WebContext,
+  name: string,
+  source: Readable,
+  sourceIp: string | null,
+): Promise<StoreArtifactResult> {
+  const limit = artifactUploadLimit(ctx);
+  await mkdir(ctx.bootDir, { recursive: true });
+  const final = join(ctx.bootDir, name);
+  // A dot name: never served by GET /boot/{name}, never mistaken for an artifact.
+  const partial = join(ctx.bootDir, `.${name}.${randomBytes(6).toString('hex')}.partial`);
+  const hash = createHash('sha256');
+  let size = 0;
+  // Opened before the copy starts: a stream that opens lazily could create the file after
+  // a refusal had already removed it, leaving a partial behind.
+  const out = await open(partial, 'wx', 0o644);
+  try {
+    await pipeline(
+      source.iterator({ destroyOnReturn: false }),
+      async function* (chunks: AsyncIterable<Buffer>) {
+        for await (const chunk of chunks) {
+          size += chunk.length;
+          if (size > limit) throw new UploadTooLarge();
+          hash.update(chunk);
+          yield chunk;
+        }
+      },
+      out.createWriteStream(),
+    );
+  } catch (err) {
+    await out.close().catch(() => {});
+    await rm(partial, { force: true });
+    if (err instanceof UploadTooLarge) {
+      await logArtifactUploadFailure(
+        ctx,
+        sourceIp,
+        name,
+        `more than the ${limit}-byte upload limit`,
+        size,
+      );
+      return { ok: false, reason: 'too_large', limit };
+    }
+    const why = err instanceof Error ? err.message : String(err);
+    await logArtifactUploadFailure(ctx, sourceIp, name, why, size);
+    const full = (err as { code?: string }).code === 'ENOSPC';
+    return {
+      ok: false,
+      reason: 'failed',
+      status: full ? 507 : 500,
+      message: `upload of ${name} failed: ${why}`,
+    };
+  }
+  const replaced = (await lstat(final).catch(() => null)) !== null;
+  try {
+    await rename(partial, final);
+  } catch (err) {
+    await rm(partial, { force: true });
+    const why = err instanceof Error ? err.message : String(err);
+    await logArtifactUploadFailure(ctx, sourceIp, name, why, size);
+    return {
+      ok: false,
+      reason: 'failed',
+      status: 409,
+      message: `name: cannot replace ${name}: ${why}`,
+    };
+  }
+  const sha256 = hash.digest('hex');
+  const event: NewEvent = {
+    kind: 'netboot.artifacts.uploaded',
+    summary: `operator uploaded ${name} (${size} bytes)`,
+    subjectKind: 'netboot',
+    subjectId: name,
+    actor: 'operator',
+    sourceIp,
+    details: { name, size_bytes: size, sha256, replaced },
+  };
+  const id = await appendEvent(ctx.database.db, event, ctx.now());
+  publishEvent(ctx, id, event);
+  return { ok: true, artifact: { name, size_bytes: size, path: final, sha256, replaced } };
+}
+
 type UploadRequest = FastifyRequest<{ Params: { name: string } }>;
 
 function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
@@ -800,22 +982,7 @@ function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
   scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => {
     done(null, payload);
   });
-  const cap = (): number =>
-    ctx.config?.config.tuning.max_upload_bytes ?? CONFIG_SCHEMA.tuning.max_upload_bytes.default;
-
-  const failed = async (req: UploadRequest, name: string, error: string, received: number) => {
-    const event: NewEvent = {
-      kind: 'netboot.artifacts.upload.failed',
-      summary: `upload of ${name} failed: ${error}`,
-      subjectKind: 'netboot',
-      subjectId: name,
-      actor: 'operator',
-      sourceIp: clientIp(req, ctx.trustedProxy),
-      details: { name, error, bytes_received: received },
-    };
-    const id = await appendEvent(ctx.database.db, event, ctx.now()).catch(() => null);
-    if (id !== null) publishEvent(ctx, id, event);
-  };
+  const ipOf = (req: FastifyRequest) => clientIp(req, ctx.trustedProxy);
   const tooLarge = (reply: FastifyReply, limit: number) =>
     detail(
       reply.header('connection', 'close'),
@@ -843,85 +1010,36 @@ function uploadRoute(scope: FastifyInstance, ctx: WebContext): void {
       );
       return;
     }
+    const cap = artifactUploadLimit(ctx);
     const declared = Number(req.headers['content-length'] ?? NaN);
-    if (Number.isFinite(declared) && declared > cap()) {
-      await failed(req, name, `${declared} bytes exceed the ${cap()}-byte upload limit`, 0);
-      await tooLarge(reply, cap());
+    if (Number.isFinite(declared) && declared > cap) {
+      await logArtifactUploadFailure(
+        ctx,
+        ipOf(req),
+        name,
+        `${declared} bytes exceed the ${cap}-byte upload limit`,
+        0,
+      );
+      await tooLarge(reply, cap);
       return;
     }
-    const existing = await lstat(join(ctx.bootDir, name)).catch(() => null);
-    if (existing?.isDirectory()) {
-      await detail(reply, 409, `name: ${name} exists in the boot folder and is a directory`);
-    }
+    const pathProblem = await artifactPathProblem(ctx, name);
+    if (pathProblem !== null) await detail(reply, 409, pathProblem);
   };
 
   scope.put<{ Params: { name: string }; Body: unknown }>(
     '/boot/:name',
     { onRequest: [requireSession(ctx), gate], schema: UPLOAD_DOC },
     async (req, reply) => {
-      const name = req.params.name;
-      const limit = cap();
-      await mkdir(ctx.bootDir, { recursive: true });
-      const final = join(ctx.bootDir, name);
-      // A dot name: never served by GET /boot/{name}, never mistaken for an artifact.
-      const partial = join(ctx.bootDir, `.${name}.${randomBytes(6).toString('hex')}.partial`);
+      // Not destroyed on a refusal: the 413 still has to go out on this connection.
       const source = req.body instanceof Readable ? req.body : Readable.from([]);
-      const hash = createHash('sha256');
-      let size = 0;
-      // Opened before the copy starts: a stream that opens lazily could create the file after
-      // a refusal had already removed it, leaving a partial behind.
-      const out = await open(partial, 'wx', 0o644);
-      try {
-        await pipeline(
-          // Not destroyed on a refusal: the 413 still has to go out on this connection.
-          source.iterator({ destroyOnReturn: false }),
-          async function* (chunks: AsyncIterable<Buffer>) {
-            for await (const chunk of chunks) {
-              size += chunk.length;
-              if (size > limit) throw new UploadTooLarge();
-              hash.update(chunk);
-              yield chunk;
-            }
-          },
-          out.createWriteStream(),
-        );
-      } catch (err) {
-        await out.close().catch(() => {});
-        await rm(partial, { force: true });
-        if (err instanceof UploadTooLarge) {
-          await failed(req, name, `more than the ${limit}-byte upload limit`, size);
-          return tooLarge(reply, limit);
-        }
-        const why = err instanceof Error ? err.message : String(err);
-        await failed(req, name, why, size);
-        // A client that went away gets no answer; Fastify drops it on the closed socket.
-        const full = (err as { code?: string }).code === 'ENOSPC';
-        return detail(reply, full ? 507 : 500, `upload of ${name} failed: ${why}`);
+      const result = await storeArtifact(ctx, req.params.name, source, ipOf(req));
+      if (result.ok) {
+        return reply.code(result.artifact.replaced ? 200 : 201).send(result.artifact);
       }
-      const replaced = (await lstat(final).catch(() => null)) !== null;
-      try {
-        await rename(partial, final);
-      } catch (err) {
-        await rm(partial, { force: true });
-        const why = err instanceof Error ? err.message : String(err);
-        await failed(req, name, why, size);
-        return detail(reply, 409, `name: cannot replace ${name}: ${why}`);
-      }
-      const sha256 = hash.digest('hex');
-      const event: NewEvent = {
-        kind: 'netboot.artifacts.uploaded',
-        summary: `operator uploaded ${name} (${size} bytes)`,
-        subjectKind: 'netboot',
-        subjectId: name,
-        actor: 'operator',
-        sourceIp: clientIp(req, ctx.trustedProxy),
-        details: { name, size_bytes: size, sha256, replaced },
-      };
-      const id = await appendEvent(ctx.database.db, event, ctx.now());
-      publishEvent(ctx, id, event);
-      return reply
-        .code(replaced ? 200 : 201)
-        .send({ name, size_bytes: size, path: final, sha256, replaced });
+      // A client that went away gets no answer; Fastify drops it on the closed socket.
+      if (result.reason === 'too_large') return tooLarge(reply, result.limit);
+      return detail(reply, result.status, result.message);
     },
   );
 }

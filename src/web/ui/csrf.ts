@@ -39,12 +39,17 @@ export function csrfToken(req: FastifyRequest, reply: FastifyReply): string {
 
 /** True when the post carries the browser's token, in the form body or the htmx header. */
 export function csrfValid(req: FastifyRequest): boolean {
-  const cookie = parseCookies(req.headers.cookie).get(CSRF_COOKIE);
-  if (!cookie || !TOKEN.test(cookie)) return false;
   const header = req.headers[CSRF_HEADER];
   const body = req.body as Record<string, unknown> | null | undefined;
   const field = typeof body === 'object' && body !== null ? body[CSRF_FIELD] : undefined;
   const given = typeof header === 'string' ? header : typeof field === 'string' ? field : '';
+  return csrfMatches(req, given);
+}
+
+/** True when `given` is this browser's token (equal to its `bty-csrf` cookie). */
+export function csrfMatches(req: FastifyRequest, given: string): boolean {
+  const cookie = parseCookies(req.headers.cookie).get(CSRF_COOKIE);
+  if (!cookie || !TOKEN.test(cookie)) return false;
   const a = Buffer.from(given);
   const b = Buffer.from(cookie);
   return a.length === b.length && timingSafeEqual(a, b);

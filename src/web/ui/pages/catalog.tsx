@@ -1,12 +1,686 @@
-/** Placeholder: the catalog page is being written. */
-import type { FastifyInstance } from 'fastify';
-import type { WebContext } from '../../context.ts';
-import { frameOf, uiGuard } from '../guard.ts';
-import { sendPage } from '../html.ts';
-import { Layout } from '../layout.tsx';
+/**
+ * The Catalog page (`GET /ui/catalog`): every image entry with the machines bound to it, and the
+ * forms that change the catalog — add one entry by URL (`POST /ui/catalog/entries`), import a
+ * catalog TOML uploaded or fetched from a URL (`POST /ui/catalog/import`, multipart), delete an
+ * entry (`POST /ui/catalog/{ref}/delete`). Each applies the JSON API's own operations
+ * (routes/catalog.ts), so validation, refusals and audit events are the same either way.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { IMAGE_FORMATS } from '../../../core/formats.ts';
+import { REMOTE_CATALOG_MAX_BYTES } from '../../../catalog/load.ts';
+import { clientIp, type WebContext } from '../../context.ts';
+import { listCatalogEntries, type StoredCatalogEntry } from '../../db/catalog.ts';
+import {
+  addEntry,
+  importCatalog,
+  importUrlProblem,
+  MAX_SRC_LENGTH,
+  removeEntry,
+  type EntryInput,
+  type ImportOrigin,
+} from '../../routes/catalog.ts';
+import { CopyButton, EmptyRow } from '../components.tsx';
+import { csrfValid } from '../csrf.ts';
+import { formatBytes, formatCount, shortHash } from '../format.ts';
+import { frameOf, refuseForgery, uiGuard, type Frame } from '../guard.ts';
+import { seeOther, sendPage } from '../html.ts';
+import { Csrf, Layout, type PageAlert } from '../layout.tsx';
+import { closeAfter, multipartForm, sessionOnlyGuard } from '../multipart.ts';
+import { queryText } from '../table.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The page
+// ---------------------------------------------------------------------------------------------
+
+/** The add form's fields as typed (kept when the entry is refused). */
+export interface AddEntryValues {
+  name: string;
+  src: string;
+  format: string;
+  sha256: string;
+  size_bytes: string;
+  arch: string;
+  description: string;
+}
+
+const NO_VALUES: AddEntryValues = {
+  name: '',
+  src: '',
+  format: '',
+  sha256: '',
+  size_bytes: '',
+  arch: '',
+  description: '',
+};
+
+/** A refused form: the message and, when it names one, the field it is about. */
+interface FormError {
+  message: string;
+  field: string | null;
+}
+
+/** Messages from routes/catalog.ts start with the field (`sha256: must be …`). */
+function formError(message: string): FormError {
+  const field = /^([a-z_0-9]+)[ :]/.exec(message)?.[1] ?? null;
+  return { message, field };
+}
+
+const BOUND_SHOWN = 5;
+
+/** Every binding, grouped by ref, MACs in order. */
+async function boundMachines(ctx: WebContext): Promise<Map<string, string[]>> {
+  const rows = await ctx.database.db
+    .selectFrom('machines')
+    .select(['mac', 'bty_image_ref'])
+    .where('bty_image_ref', 'is not', null)
+    .orderBy('mac')
+    .execute();
+  const byRef = new Map<string, string[]>();
+  for (const row of rows) {
+    const ref = row.bty_image_ref!;
+    const macs = byRef.get(ref) ?? [];
+    macs.push(row.mac);
+    byRef.set(ref, macs);
+  }
+  return byRef;
+}
+
+function machineCount(n: number): string {
+  return `${formatCount(n)} machine${n === 1 ? '' : 's'}`;
+}
+
+function BoundCell({ entryRef, macs }: { entryRef: string; macs: readonly string[] }) {
+  if (macs.length === 0) return <span class="text-body-secondary">none</span>;
+  return (
+    <div class="bound-machines">
+      <span class="badge text-bg-primary me-1" title={`${machineCount(macs.length)} bound`}>
+        {macs.length}
+      </span>
+      {macs.slice(0, BOUND_SHOWN).map((mac) => (
+        <a class="me-1 font-monospace small" href={`/ui/machines/${mac}`}>
+          {mac}
+        </a>
+      ))}
+      {macs.length > BOUND_SHOWN ? (
+        <a class="small" href={`/ui/machines?q=${entryRef}`}>
+          +{macs.length - BOUND_SHOWN} more
+        </a>
+      ) : null}
+    </div>
+  );
+}
+
+function EntryRow({
+  entry,
+  macs,
+  csrf,
+}: {
+  entry: StoredCatalogEntry;
+  macs: readonly string[];
+  csrf: string;
+}) {
+  const question =
+    `Delete the catalog entry ${entry.name}?` +
+    (macs.length > 0
+      ? ` ${machineCount(macs.length)} bound to it will have no image to flash until rebound.`
+      : '');
+  return (
+    <tr data-ref={entry.ref}>
+      <td>
+        <span class="fw-semibold entry-name">{entry.name}</span>
+        {entry.description ? (
+          <div class="small text-body-secondary entry-description">{entry.description}</div>
+        ) : null}
+      </td>
+      <td>{entry.format ?? <span class="text-body-secondary">unknown</span>}</td>
+      <td
+        class="text-nowrap"
+        title={entry.size_bytes !== null ? `${formatCount(entry.size_bytes)} bytes` : undefined}
+      >
+        {entry.size_bytes !== null ? (
+          formatBytes(entry.size_bytes)
+        ) : (
+          <span class="text-body-secondary">unknown</span>
+        )}
+      </td>
+      <td>{entry.arch ?? <span class="text-body-secondary">any</span>}</td>
+      <td class="text-nowrap">
+        {entry.sha256 ? (
+          <>
+            <code title={entry.sha256}>{shortHash(entry.sha256)}</code>
+            <CopyButton value={entry.sha256} label="sha256" />
+          </>
+        ) : (
+          <span
+            class="text-warning-emphasis"
+            title="Not in /catalog.toml: the live environment cannot verify it"
+          >
+            none
+          </span>
+        )}
+      </td>
+      <td class="text-truncate" style="max-width: 22rem" title={entry.src}>
+        <span class="small">{entry.src}</span>
+      </td>
+      <td class="text-nowrap">
+        <code title={entry.ref}>{shortHash(entry.ref)}</code>
+        <CopyButton value={entry.ref} label="ref" />
+      </td>
+      <td>
+        <BoundCell entryRef={entry.ref} macs={macs} />
+      </td>
+      <td class="text-end">
+        <form method="post" action={`/ui/catalog/${entry.ref}/delete`} data-confirm={question}>
+          <Csrf token={csrf} />
+          <button
+            type="submit"
+            class="btn btn-sm btn-outline-danger"
+            aria-label={`Delete ${entry.name}`}
+          >
+            <i class="bi bi-trash" aria-hidden="true"></i>
+          </button>
+        </form>
+      </td>
+    </tr>
+  );
+}
+
+function CatalogTable({
+  entries,
+  bound,
+  csrf,
+}: {
+  entries: readonly StoredCatalogEntry[];
+  bound: ReadonlyMap<string, readonly string[]>;
+  csrf: string;
+}) {
+  return (
+    <div class="table-responsive mb-4">
+      <table class="table table-sm table-hover align-middle" id="catalog-table">
+        <thead>
+          <tr>
+            <th scope="col">Name</th>
+            <th scope="col">Format</th>
+            <th scope="col">Size</th>
+            <th scope="col">Arch</th>
+            <th scope="col">sha256</th>
+            <th scope="col">Source</th>
+            <th scope="col">Ref</th>
+            <th scope="col">Bound machines</th>
+            <th scope="col">
+              <span class="visually-hidden">Actions</span>
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {entries.length === 0 ? (
+            <EmptyRow columns={9}>
+              The catalog is empty. Add an image by its URL below, or import a catalog TOML (a file,
+              or an http(s):// or oras:// URL). Machines can only be bound to images listed here.
+            </EmptyRow>
+          ) : (
+            entries.map((entry) => (
+              <EntryRow entry={entry} macs={bound.get(entry.ref) ?? []} csrf={csrf} />
+            ))
+          )}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function TextField({
+  id,
+  label,
+  value,
+  error,
+  help,
+  ...rest
+}: {
+  id: keyof AddEntryValues;
+  label: string;
+  value: string;
+  error: FormError | null;
+  help?: string;
+  placeholder?: string;
+  required?: boolean;
+  maxLength?: number;
+  inputMode?: 'numeric';
+  pattern?: string;
+}) {
+  const invalid = error?.field === id;
+  return (
+    <div class="col-md-6">
+      <label for={`add-${id}`} class="form-label">
+        {label}
+      </label>
+      <input
+        type="text"
+        id={`add-${id}`}
+        name={id}
+        value={value}
+        class={`form-control form-control-sm${invalid ? ' is-invalid' : ''}`}
+        aria-invalid={invalid ? 'true' : undefined}
+        aria-describedby={help ? `add-${id}-help` : undefined}
+        {...rest}
+      />
+      {help ? (
+        <div class="form-text" id={`add-${id}-help`}>
+          {help}
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+function AddEntryForm({
+  csrf,
+  values,
+  error,
+}: {
+  csrf: string;
+  values: AddEntryValues;
+  error: FormError | null;
+}) {
+  return (
+    <div class="card mb-3">
+      <div class="card-header">
+        <h2 class="h6 mb-0">Add an image by URL</h2>
+      </div>
+      <form method="post" action="/ui/catalog/entries" id="add-entry" class="card-body">
+        <Csrf token={csrf} />
+        <div class="row g-2 mb-3">
+          <TextField
+            id="src"
+            label="Source URL"
+            value={values.src}
+            error={error}
+            required
+            maxLength={MAX_SRC_LENGTH}
+            placeholder="https://example.org/images/debian-13-amd64.img.zst"
+            help="http://, https:// or oras:// — where the machines download the image from."
+          />
+          <TextField
+            id="name"
+            label="Name"
+            value={values.name}
+            error={error}
+            placeholder="from the URL's file name"
+            help="Unique in the catalog."
+          />
+          <div class="col-md-3">
+            <label for="add-format" class="form-label">
+              Format
+            </label>
+            <select
+              id="add-format"
+              name="format"
+              class={`form-select form-select-sm${error?.field === 'format' ? ' is-invalid' : ''}`}
+            >
+              <option value="" selected={values.format === ''}>
+                from the name
+              </option>
+              {IMAGE_FORMATS.map((f) => (
+                <option value={f} selected={values.format === f}>
+                  {f}
+                </option>
+              ))}
+            </select>
+          </div>
+          <div class="col-md-3">
+            <label for="add-arch" class="form-label">
+              Arch
+            </label>
+            <input
+              type="text"
+              id="add-arch"
+              name="arch"
+              value={values.arch}
+              placeholder="from the name"
+              class={`form-control form-control-sm${error?.field === 'arch' ? ' is-invalid' : ''}`}
+            />
+          </div>
+          <TextField
+            id="sha256"
+            label="sha256"
+            value={values.sha256}
+            error={error}
+            placeholder="64 hex digits (optional)"
+            help="Without it the entry is left out of /catalog.toml: the live environment cannot verify what it writes."
+          />
+          <TextField
+            id="size_bytes"
+            label="Size in bytes"
+            value={values.size_bytes}
+            error={error}
+            inputMode="numeric"
+            placeholder="optional"
+          />
+          <div class="col-12">
+            <label for="add-description" class="form-label">
+              Description
+            </label>
+            <textarea
+              id="add-description"
+              name="description"
+              rows={2}
+              class={`form-control form-control-sm${error?.field === 'description' ? ' is-invalid' : ''}`}
+            >
+              {values.description}
+            </textarea>
+          </div>
+        </div>
+        <button type="submit" class="btn btn-primary btn-sm">
+          <i class="bi bi-plus-lg me-1" aria-hidden="true"></i>Add entry
+        </button>
+      </form>
+    </div>
+  );
+}
+
+function ImportForm({ csrf, url, error }: { csrf: string; url: string; error: string | null }) {
+  return (
+    <div class="card mb-3">
+      <div class="card-header">
+        <h2 class="h6 mb-0">Import a catalog</h2>
+      </div>
+      {/* The token first: the server checks it before it reads the file. */}
+      <form
+        method="post"
+        action="/ui/catalog/import"
+        enctype="multipart/form-data"
+        id="import-catalog"
+        class="card-body"
+      >
+        <Csrf token={csrf} />
+        <p class="small text-body-secondary">
+          A catalog TOML (<code>version = 1</code> and <code>[[images]]</code> tables). New sources
+          are added, known ones updated; entries not in the file stay. All entries or none.
+        </p>
+        <div class="mb-2">
+          <label for="import-url" class="form-label">
+            Catalog URL
+          </label>
+          <input
+            type="url"
+            id="import-url"
+            name="url"
+            value={url}
+            maxLength={MAX_SRC_LENGTH}
+            placeholder="https://example.org/catalog.toml or oras://registry/repo:tag"
+            class={`form-control form-control-sm${error && url ? ' is-invalid' : ''}`}
+          />
+        </div>
+        <div class="mb-3">
+          <label for="import-file" class="form-label">
+            or a file
+          </label>
+          <input
+            type="file"
+            id="import-file"
+            name="file"
+            accept=".toml,application/toml,text/plain"
+            class="form-control form-control-sm"
+          />
+        </div>
+        <button type="submit" class="btn btn-primary btn-sm">
+          <i class="bi bi-box-arrow-in-down me-1" aria-hidden="true"></i>Import
+        </button>
+      </form>
+    </div>
+  );
+}
+
+interface CatalogView {
+  frame: Frame;
+  entries: readonly StoredCatalogEntry[];
+  bound: ReadonlyMap<string, readonly string[]>;
+  alerts: readonly PageAlert[];
+  addValues: AddEntryValues;
+  addError: FormError | null;
+  importUrl: string;
+  importError: string | null;
+}
+
+export function CatalogPage(view: CatalogView) {
+  const { frame, entries } = view;
+  return (
+    <Layout
+      frame={frame}
+      title="Catalog"
+      alerts={view.alerts}
+      actions={
+        <a class="btn btn-sm btn-outline-secondary" href="/catalog.toml">
+          <i class="bi bi-filetype-toml me-1" aria-hidden="true"></i>catalog.toml
+        </a>
+      }
+    >
+      <p class="text-body-secondary small">
+        {entries.length === 1 ? '1 image' : `${formatCount(entries.length)} images`}. Each entry is
+        keyed by its ref (the sha256 of its canonical source), which is what a machine is bound to.
+      </p>
+      <CatalogTable entries={entries} bound={view.bound} csrf={frame.csrf} />
+      <div class="row">
+        <div class="col-lg-7">
+          <AddEntryForm csrf={frame.csrf} values={view.addValues} error={view.addError} />
+        </div>
+        <div class="col-lg-5">
+          <ImportForm csrf={frame.csrf} url={view.importUrl} error={view.importError} />
+        </div>
+      </div>
+    </Layout>
+  );
+}
+
+/** Banners from the query a form's 303 left. */
+async function alertsFromQuery(ctx: WebContext, query: unknown): Promise<PageAlert[]> {
+  const alerts: PageAlert[] = [];
+  const added = queryText(query, 'added');
+  if (added) alerts.push({ kind: 'success', text: `Added catalog entry ${added}.` });
+  const imported = queryText(query, 'imported');
+  if (imported) {
+    const n = Number(imported);
+    const a = queryText(query, 'added_count') || '0';
+    const u = queryText(query, 'updated_count') || '0';
+    alerts.push({
+      kind: 'success',
+      text: `Imported ${n} ${n === 1 ? 'entry' : 'entries'} (added ${a}, updated ${u}).`,
+    });
+  }
+  const deleted = queryText(query, 'deleted');
+  if (deleted) {
+    alerts.push({ kind: 'success', text: `Deleted catalog entry ${deleted}.` });
+    // The entry is gone but bindings stay: name the machines that now point at nothing.
+    const ref = queryText(query, 'ref').toLowerCase();
+    if (/^[0-9a-f]{64}$/.test(ref)) {
+      const still = (await boundMachines(ctx)).get(ref) ?? [];
+      if (still.length > 0) {
+        const shown = still.slice(0, 20).join(', ');
+        alerts.push({
+          kind: 'warning',
+          text:
+            `${machineCount(still.length)} still bound to ${deleted}: ${shown}` +
+            (still.length > 20 ? ` and ${still.length - 20} more` : '') +
+            '. They have no image to flash until you bind them to another entry.',
+        });
+      }
+    }
+  }
+  const error = queryText(query, 'error');
+  if (error) alerts.push({ kind: 'danger', text: error });
+  return alerts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The routes
+// ---------------------------------------------------------------------------------------------
+
+/** A form field as a string ('' when absent). */
+function field(body: unknown, name: string): string {
+  const v =
+    typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : '';
+  return typeof v === 'string' ? v : '';
+}
+
+/** The add form's values as the JSON route's input: empty means absent, digits a number. */
+function entryInput(values: AddEntryValues): EntryInput {
+  const size = values.size_bytes.trim();
+  return {
+    src: values.src.trim(),
+    name: values.name.trim() || undefined,
+    format: values.format.trim() || undefined,
+    sha256: values.sha256.trim() || undefined,
+    // Not digits: handed on as text, so the validator names the field.
+    size_bytes: size === '' ? undefined : /^\d+$/.test(size) ? Number(size) : size,
+    arch: values.arch.trim() || undefined,
+    description: values.description.trim() === '' ? undefined : values.description,
+  };
+}
+
+const CATALOG_REF = /^[0-9a-fA-F]{64}$/;
 
 export function registerCatalogPage(app: FastifyInstance, ctx: WebContext): void {
+  const page = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+    extra: Partial<CatalogView> = {},
+  ) => {
+    const frame = frameOf(ctx, req, reply, 'catalog');
+    const view: CatalogView = {
+      frame,
+      entries: await listCatalogEntries(ctx.database.db),
+      bound: await boundMachines(ctx),
+      alerts: await alertsFromQuery(ctx, req.query),
+      addValues: NO_VALUES,
+      addError: null,
+      importUrl: '',
+      importError: null,
+      ...extra,
+    };
+    return sendPage(reply, CatalogPage(view), status);
+  };
+  const ipOf = (req: FastifyRequest) => clientIp(req, ctx.trustedProxy);
+
   app.get('/ui/catalog', { preHandler: uiGuard(ctx), schema: { hide: true } }, (req, reply) =>
-    sendPage(reply, <Layout frame={frameOf(ctx, req, reply, 'catalog')} title="Catalog" />),
+    page(req, reply, 200),
+  );
+
+  app.post(
+    '/ui/catalog/entries',
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const values: AddEntryValues = {
+        name: field(req.body, 'name'),
+        src: field(req.body, 'src'),
+        format: field(req.body, 'format'),
+        sha256: field(req.body, 'sha256'),
+        size_bytes: field(req.body, 'size_bytes'),
+        arch: field(req.body, 'arch'),
+        description: field(req.body, 'description'),
+      };
+      const result = await addEntry(ctx, entryInput(values), ipOf(req));
+      if (!result.ok) {
+        return page(req, reply, result.status, {
+          addValues: values,
+          addError: formError(result.message),
+          alerts: [{ kind: 'danger', text: `Entry not added: ${result.message}` }],
+        });
+      }
+      return seeOther(reply, `/ui/catalog?added=${encodeURIComponent(result.entry.name)}`);
+    },
+  );
+
+  app.post<{ Params: { ref: string } }>(
+    '/ui/catalog/:ref/delete',
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const raw = req.params.ref;
+      if (!CATALOG_REF.test(raw)) {
+        return seeOther(
+          reply,
+          `/ui/catalog?error=${encodeURIComponent('Not a catalog ref (64 hexadecimal characters): nothing deleted.')}`,
+        );
+      }
+      const ref = raw.toLowerCase();
+      const removed = await removeEntry(ctx, ref, ipOf(req));
+      if (!removed) {
+        return seeOther(
+          reply,
+          `/ui/catalog?error=${encodeURIComponent(`No catalog entry with ref ${ref}: it was already deleted.`)}`,
+        );
+      }
+      const q = new URLSearchParams({ deleted: removed.entry.name, ref });
+      return seeOther(reply, `/ui/catalog?${q}`);
+    },
+  );
+
+  app.post(
+    '/ui/catalog/import',
+    {
+      preHandler: sessionOnlyGuard(ctx),
+      schema: { hide: true },
+    },
+    async (req, reply) => {
+      const form = await multipartForm(req, async (file) => {
+        // A catalog is at most 4 MiB, as when fetched from a URL.
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of file.file as AsyncIterable<Buffer>) {
+          size += chunk.length;
+          if (size > REMOTE_CATALOG_MAX_BYTES) {
+            file.file.resume();
+            return { name: file.filename, tooLarge: true, bytes: Buffer.alloc(0) };
+          }
+          chunks.push(chunk);
+        }
+        // An empty file is what some clients send for a file input left empty.
+        if (size === 0) return null;
+        return { name: file.filename, tooLarge: false, bytes: Buffer.concat(chunks) };
+      });
+      if (form.kind === 'forged') return refuseForgery(ctx, req, closeAfter(reply));
+      const url = form.kind === 'ok' ? (form.fields.get('url') ?? '').trim() : '';
+      const refuse = (message: string, status = 422) =>
+        page(req, reply, status, {
+          importUrl: url,
+          importError: message,
+          alerts: [{ kind: 'danger', text: `Nothing was imported: ${message}` }],
+        });
+      if (form.kind === 'broken') return refuse(`The form could not be read: ${form.message}`, 400);
+
+      let origin: ImportOrigin;
+      if (form.file && url) {
+        return refuse('Give either a file or a URL, not both.');
+      } else if (form.file) {
+        if (form.file.tooLarge) {
+          return refuse(
+            `${form.file.name}: larger than ${formatBytes(REMOTE_CATALOG_MAX_BYTES)}`,
+            413,
+          );
+        }
+        origin = { text: form.file.bytes, source: `uploaded file ${form.file.name}` };
+      } else if (url) {
+        // From a browser only remote catalogs: a path would name a file on this server.
+        if (!/^(https?|oras):\/\//i.test(url)) {
+          return refuse(
+            `url: must be an http://, https:// or oras:// URL, got ${JSON.stringify(url.slice(0, 80))}`,
+          );
+        }
+        const problem = importUrlProblem(url);
+        if (problem !== null) return refuse(problem);
+        origin = { url };
+      } else {
+        return refuse('Choose a catalog file or give its URL.');
+      }
+      const result = await importCatalog(ctx, origin, ipOf(req));
+      if (!result.ok) return refuse(result.message, result.status);
+      const { summary } = result;
+      const q = new URLSearchParams({
+        imported: String(summary.entries.length),
+        added_count: String(summary.added),
+        updated_count: String(summary.updated),
+      });
+      return seeOther(reply, `/ui/catalog?${q}`);
+    },
   );
 }

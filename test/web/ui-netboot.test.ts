@@ -1,0 +1,233 @@
+/**
+ * The Netboot page over real HTTP: the boot artifacts (the live trio present or missing, other
+ * files in the boot folder), the iPXE boot files, and the upload form — a multipart post whose
+ * CSRF token is checked before a byte of the file is written, stored atomically under the same
+ * name rules as `PUT /boot/{name}`.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IPXE_BOOT_FILES, liveArtifactNames } from '../../src/web/netboot-files.ts';
+import { operator, startUiServer, type UiClient, type UiServer } from '../helpers/ui.ts';
+
+let server: UiServer;
+let op: UiClient;
+let bootDir: string;
+const [kernel, initrd, squashfs] = liveArtifactNames('1.2.3') as [string, string, string];
+
+beforeAll(async () => {
+  server = await startUiServer();
+  op = await operator(server);
+  bootDir = join(server.dir, 'boot');
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+/** The `<tr data-artifact="name">` row, or '' when the table has none. */
+function artifactRow(html: string, name: string): string {
+  const start = html.indexOf(`<tr data-artifact="${name}">`);
+  return start < 0 ? '' : html.slice(start, html.indexOf('</tr>', start));
+}
+
+async function bootFiles(): Promise<string[]> {
+  return (await readdir(bootDir).catch(() => [] as string[])).sort();
+}
+
+async function lastEventKind(): Promise<string | undefined> {
+  const row = await server.database.db
+    .selectFrom('events')
+    .select('kind')
+    .orderBy('id', 'desc')
+    .executeTakeFirst();
+  return row?.kind;
+}
+
+/** The upload form as a browser posts it: the token first (unless left out), then the fields. */
+async function upload(
+  parts: Array<[string, string | Blob, string?]>,
+  { csrf = true }: { csrf?: boolean } = {},
+): Promise<Response> {
+  const form = new FormData();
+  if (csrf) form.append('_csrf', op.csrf);
+  for (const [name, value, filename] of parts) {
+    if (typeof value === 'string') form.append(name, value);
+    else form.append(name, value, filename);
+  }
+  return fetch(`${server.base}/ui/netboot/upload`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { accept: 'text/html', cookie: op.cookieHeader },
+    body: form,
+  });
+}
+
+describe('the artifacts tables', () => {
+  it('an empty boot folder: the three live artifacts missing, no download links', async () => {
+    const html = await op.page('/ui/netboot');
+    expect(html).toContain('id="artifacts-table"');
+    for (const name of [kernel, initrd, squashfs]) {
+      const row = artifactRow(html, name);
+      expect(row).toContain('data-present="false"');
+      expect(row).toContain('missing');
+      expect(row).not.toContain('href="/boot/');
+    }
+    expect(html).toContain('id="upload-artifact"');
+    expect(html).toMatch(/<form[^>]*enctype="multipart\/form-data"[^>]*id="upload-artifact"/);
+    // The token before the file input, so the server sees it first.
+    const form = html.slice(html.indexOf('id="upload-artifact"'));
+    expect(form.indexOf('name="_csrf"')).toBeLessThan(form.indexOf('type="file"'));
+    expect(html).toContain('id="fetch-release"');
+    expect(html).toContain('artifact-cache issue');
+  });
+
+  it('present files: size with separators and in binary units, time, download link; other files listed', async () => {
+    await mkdir(bootDir, { recursive: true });
+    await writeFile(join(bootDir, kernel), Buffer.alloc(1_234_567));
+    await writeFile(join(bootDir, 'memtest86.bin'), 'x');
+    await writeFile(join(bootDir, '.upload.partial'), 'half');
+    await mkdir(join(bootDir, 'subdir'));
+    const html = await op.page('/ui/netboot');
+    const row = artifactRow(html, kernel);
+    expect(row).toContain('data-present="true"');
+    expect(row).toContain('1,234,567 bytes');
+    expect(row).toContain('1.18 MiB');
+    expect(row).toMatch(/<time datetime="\d{4}-\d\d-\d\dT/);
+    expect(row).toContain(`href="/boot/${kernel}"`);
+    expect(artifactRow(html, initrd)).toContain('data-present="false"');
+    const other = artifactRow(html, 'memtest86.bin');
+    expect(other).toContain('data-present="true"');
+    expect(other).toContain('1 bytes');
+    expect(html).not.toContain('data-artifact=".upload.partial"');
+    expect(html).not.toContain('data-artifact="subdir"');
+  });
+
+  it('the iPXE boot files: one row each, present or with the package to install', async () => {
+    const html = await op.page('/ui/netboot');
+    expect(html).toContain('id="ipxe-files"');
+    for (const name of IPXE_BOOT_FILES) {
+      const start = html.indexOf(`<tr data-ipxe="${name}">`);
+      expect(start).toBeGreaterThan(0);
+      const row = html.slice(start, html.indexOf('</tr>', start));
+      if (row.includes('data-present="false"')) {
+        expect(row).toContain("install Debian's ipxe package");
+      } else {
+        expect(row).toContain('bytes');
+      }
+    }
+  });
+});
+
+describe('uploading an artifact', () => {
+  it('stores the file under its own name, whole, with no temporary file left', async () => {
+    await op.page('/ui/netboot');
+    const content = randomBytes(300_000);
+    const res = await upload([
+      ['name', ''],
+      ['file', new Blob([content]), initrd],
+    ]);
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe(`/ui/netboot?uploaded=${encodeURIComponent(initrd)}`);
+    expect((await readFile(join(bootDir, initrd))).equals(content)).toBe(true);
+    expect(
+      (await bootFiles()).filter((n) => n.endsWith('.partial') && n !== '.upload.partial'),
+    ).toEqual([]);
+    expect(await lastEventKind()).toBe('netboot.artifacts.uploaded');
+    const html = await op.page(res.headers.get('location')!);
+    expect(html).toContain(`Uploaded ${initrd}.`);
+    expect(artifactRow(html, initrd)).toContain('300,000 bytes');
+  });
+
+  it('stores under the name given, replacing a file of that name', async () => {
+    const res = await upload([
+      ['name', squashfs],
+      ['file', new Blob(['new root']), 'local-build.squashfs'],
+    ]);
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe(
+      `/ui/netboot?uploaded=${encodeURIComponent(squashfs)}`,
+    );
+    expect(await readFile(join(bootDir, squashfs), 'utf8')).toBe('new root');
+    expect(await bootFiles()).not.toContain('local-build.squashfs');
+
+    const again = await upload([
+      ['name', squashfs],
+      ['file', new Blob(['newer root']), 'x'],
+    ]);
+    expect(again.status).toBe(303);
+    expect(await readFile(join(bootDir, squashfs), 'utf8')).toBe('newer root');
+  });
+
+  it('refuses a name that is not a bare file name, writing nothing', async () => {
+    const before = await bootFiles();
+    for (const name of ['../escape.bin', '.hidden', 'a/b']) {
+      const res = await upload([
+        ['name', name],
+        ['file', new Blob(['evil']), 'fine.bin'],
+      ]);
+      expect(res.status).toBe(303);
+      const location = res.headers.get('location')!;
+      expect(location).toMatch(/^\/ui\/netboot\?error=/);
+      expect(await op.page(location)).toContain('must be a bare file name');
+      expect(await lastEventKind()).toBe('netboot.artifacts.upload.failed');
+    }
+    expect(await bootFiles()).toEqual(before);
+    expect(await readdir(join(server.dir))).not.toContain('escape.bin');
+  });
+
+  it('refuses a directory name and a form without a file', async () => {
+    const dir = await upload([
+      ['name', 'subdir'],
+      ['file', new Blob(['x']), 'x'],
+    ]);
+    expect(dir.status).toBe(303);
+    expect(await op.page(dir.headers.get('location')!)).toContain('is a directory');
+    const none = await upload([['name', 'nothing.bin']]);
+    expect(none.status).toBe(303);
+    expect(await op.page(none.headers.get('location')!)).toContain('Choose a file to upload');
+    const empty = await upload([
+      ['name', ''],
+      ['file', new Blob([]), ''],
+    ]);
+    expect(empty.status).toBe(303);
+    expect(await op.page(empty.headers.get('location')!)).toContain('Choose a file to upload');
+  });
+
+  it('without the CSRF token (or with it after the file): 403 and nothing written', async () => {
+    const before = await bootFiles();
+    const missing = await upload([['file', new Blob(['forged']), 'forged.bin']], { csrf: false });
+    expect(missing.status).toBe(403);
+    expect(await missing.text()).toContain('Form refused');
+
+    const late = new FormData();
+    late.append('file', new Blob(['forged']), 'late.bin');
+    late.append('_csrf', op.csrf);
+    const after = await fetch(`${server.base}/ui/netboot/upload`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: op.cookieHeader },
+      body: late,
+    });
+    expect(after.status).toBe(403);
+
+    const urlencoded = await op.post('/ui/netboot/upload', { name: 'x.bin' }, { csrf: false });
+    expect(urlencoded.status).toBe(403);
+    expect(await bootFiles()).toEqual(before);
+  });
+
+  it('without a session: to the login page, nothing written', async () => {
+    const before = await bootFiles();
+    const form = new FormData();
+    form.append('file', new Blob(['anon']), 'anon.bin');
+    const res = await fetch(`${server.base}/ui/netboot/upload`, {
+      method: 'POST',
+      redirect: 'manual',
+      body: form,
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/ui/login');
+    expect(await bootFiles()).toEqual(before);
+  });
+});
