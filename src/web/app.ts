@@ -17,7 +17,7 @@ import { registerMachineRoutes } from './routes/machines.ts';
 import { registerPxeRoutes } from './routes/pxe.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
 import { createSessions } from './session.ts';
-import { registerUi } from './ui/index.ts';
+import { registerUi, uiNotFound } from './ui/index.ts';
 
 type Defaulted = 'now' | 'sessions' | 'trustedProxy' | 'config' | 'bus';
 export type AppOptions = Omit<WebContext, Defaulted> & Partial<Pick<WebContext, Defaulted>>;
@@ -66,7 +66,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return detail(reply, 500, 'internal error');
   });
   app.setNotFoundHandler((req, reply) =>
-    detail(reply, 404, `no route for ${req.method} ${req.url.split('?')[0]}`),
+    // A browser that mistyped a console address gets a page, scripts get JSON.
+    req.url.startsWith('/ui/') && (req.headers.accept ?? '').includes('text/html')
+      ? uiNotFound(ctx, req, reply)
+      : detail(reply, 404, `no route for ${req.method} ${req.url.split('?')[0]}`),
   );
 
   // Request counts by route pattern and status for GET /metrics.

@@ -54,7 +54,7 @@ it('starts on the embedded defaults, serves the PXE plane, and stops promptly on
     expect(await res.text()).toMatch(/^#!ipxe\n/);
     // The demo catalog make run uses was imported into the empty catalog.
     expect(stderr).toMatch(/catalog seeded from .*demo-catalog\.toml \(3 entries\)/);
-    const images = await (await fetch(`http://127.0.0.1:${port}/images`)).json();
+    const images = (await (await fetch(`http://127.0.0.1:${port}/images`)).json()) as unknown;
     expect(JSON.stringify(images)).toContain('debian-13-generic-amd64');
   } finally {
     const exited = new Promise<number | null>((resolve) =>

@@ -75,7 +75,7 @@ export async function startBtyWeb(env: Record<string, string> = {}): Promise<Web
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const deadline = Date.now() + 20_000;
   while (!stderr.includes('listening on')) {
     if (child.exitCode !== null || Date.now() > deadline) {

@@ -3,6 +3,7 @@
  * browser does them, the CSRF token, the vendored static files, the security headers, and the
  * live HTML stream (`/ui/live`) htmx's SSE extension consumes.
  */
+import { rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STATIC_NAMES } from '../../src/web/ui/assets.ts';
@@ -218,7 +219,10 @@ function readLive(
 ): Promise<Array<{ event: string; data: string }>> {
   return new Promise((resolve, reject) => {
     const frames: Array<{ event: string; data: string }> = [];
-    const req = request(`${server.base}/ui/live`, { headers: { cookie: client.cookieHeader } });
+    const req = request(`${server.base}/ui/live`, {
+      headers: { cookie: client.cookieHeader },
+      agent: false,
+    });
     const timer = setTimeout(() => {
       req.destroy();
       resolve(frames);
@@ -260,7 +264,7 @@ describe('/ui/live', () => {
   it('progress arrives as the rendered bar; a burst of changes is one refresh trigger', async () => {
     const client = await operator(server);
     const mac = '52:54:00:aa:bb:01';
-    const frames = await readLive(client, ['progress-525400aabb01', 'machines'], 5000, async () => {
+    const frames = await readLive(client, ['progress-525400aabb01', 'machines'], 5000, () => {
       for (let i = 0; i < 50; i++) server.bus.publish({ type: 'machine', mac, change: 'seen' });
       for (let done = 1; done <= 4; done++) {
         server.bus.publish({
@@ -272,6 +276,7 @@ describe('/ui/live', () => {
           rate_bps: 100 * 1024 * 1024,
         });
       }
+      return Promise.resolve();
     });
     const progress = frames.filter((f) => f.event === 'progress-525400aabb01');
     // Coalesced: the newest state only (100 %), rendered as the component.
@@ -312,5 +317,63 @@ describe('/ui/live', () => {
       return Promise.resolve();
     });
     expect(frames.find((f) => f.event === 'events')!.data).toBe('42');
+  });
+});
+
+describe('errors are pages, never stack traces', () => {
+  it('an unknown console address is a 404 page; scripts still get JSON', async () => {
+    const client = await operator(server);
+    const res = await client.get('/ui/no-such-page');
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await res.text()).toContain('There is no page at /ui/no-such-page.');
+    const json = await fetch(`${server.base}/ui/no-such-page`);
+    expect(json.status).toBe(404);
+    expect(await json.json()).toEqual({ detail: 'no route for GET /ui/no-such-page' });
+  });
+
+  it('a failure inside a page says so without internals; a refused request says why', async () => {
+    const broken = await startUiServer();
+    try {
+      const client = await operator(broken);
+      const lines: string[] = [];
+      const write = process.stderr.write.bind(process.stderr);
+      process.stderr.write = (chunk: string | Uint8Array): boolean => {
+        lines.push(String(chunk));
+        return true;
+      };
+      let res: Response;
+      try {
+        // The database goes away under the running server.
+        await broken.database.close();
+        res = await client.get('/ui/dashboard');
+      } finally {
+        process.stderr.write = write;
+      }
+      expect(res.status).toBe(500);
+      const html = await res.text();
+      expect(html).toContain('the details are in its log');
+      expect(html).not.toMatch(/ at .*\.(ts|js):\d+/);
+      expect(html).not.toMatch(/Error:|sqlite|kysely/i);
+      // The operator's log has the detail.
+      expect(lines.join('')).toMatch(/GET \/ui\/dashboard failed: /);
+
+      const tooBig = await broken.app.inject({
+        method: 'POST',
+        url: '/ui/machines',
+        headers: {
+          cookie: client.cookieHeader,
+          'content-type': 'application/x-www-form-urlencoded',
+          accept: 'text/html',
+        },
+        payload: `mac=${'a'.repeat(2 << 20)}`,
+      });
+      expect(tooBig.statusCode).toBe(413);
+      expect(tooBig.headers['content-type']).toMatch(/^text\/html/);
+      expect(tooBig.body).toContain('The request was refused');
+    } finally {
+      await broken.app.close();
+      await rm(broken.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    }
   });
 });

@@ -505,7 +505,7 @@ describe('10,000 machines', () => {
     expect(macsOf(html)).toEqual(Array.from({ length: 25 }, (_, i) => macOf(i)));
     const last = await op.page('/ui/machines?page=400');
     expect(macsOf(last)).toEqual(Array.from({ length: 25 }, (_, i) => macOf(9975 + i)));
-    expect(summaryOf(last)).toMatch(/^9976–10,?000 of 10,000$/);
+    expect(summaryOf(last)).toBe('9,976–10,000 of 10,000');
     // A page past the end shows the last one.
     const past = await op.page('/ui/machines?page=9999&per_page=100');
     expect(macsOf(past)).toEqual(Array.from({ length: 100 }, (_, i) => macOf(9900 + i)));

@@ -4,9 +4,12 @@
  * JavaScript. Each page registers its own routes; this file lists them.
  */
 import multipart from '@fastify/multipart';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebContext } from '../context.ts';
 import { registerStaticAssets } from './assets.ts';
+import { frameOf } from './guard.ts';
+import { sendPage } from './html.ts';
+import { ErrorPage } from './layout.tsx';
 import { registerUiLive } from './live.ts';
 import { registerCatalogPage } from './pages/catalog.tsx';
 import { registerDashboardPage } from './pages/dashboard.tsx';
@@ -26,6 +29,7 @@ export async function registerUi(app: FastifyInstance, ctx: WebContext): Promise
   await app.register(async (scope) => {
     // multipart/form-data for the upload and import forms, only under /ui.
     await scope.register(multipart, { limits: { fileSize: UI_UPLOAD_LIMIT, files: 1 } });
+    scope.setErrorHandler((err: FastifyError, req, reply) => uiError(ctx, err, req, reply));
     registerUiLive(scope, ctx);
     registerDashboardPage(scope, ctx);
     registerMachinesPage(scope, ctx);
@@ -35,4 +39,58 @@ export async function registerUi(app: FastifyInstance, ctx: WebContext): Promise
     registerEventsPage(scope, ctx);
     registerSettingsPage(scope, ctx);
   });
+}
+
+/** The frame for an error page: the full layout with a session, the bare one without. */
+function errorFrame(ctx: WebContext, req: FastifyRequest, reply: FastifyReply) {
+  return ctx.sessions.authenticate(req, reply) ? frameOf(ctx, req, reply, 'dashboard') : null;
+}
+
+/**
+ * A failure inside a UI route, as a page: a client error says what was wrong with the request;
+ * anything else says it failed and was logged. Never a stack trace in the browser.
+ */
+export function uiError(
+  ctx: WebContext,
+  err: FastifyError,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
+  const status = typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500;
+  if (status >= 500) {
+    process.stderr.write(
+      `bty-web: ${req.method} ${req.url.split('?')[0]} failed: ${err.stack ?? err.message}\n`,
+    );
+  }
+  const message =
+    status >= 500
+      ? 'bty-web could not complete this request; the details are in its log. Try again, and ' +
+        'if it keeps failing, check the server log.'
+      : `The request was refused: ${err.message}`;
+  return sendPage(
+    reply,
+    ErrorPage({
+      frame: errorFrame(ctx, req, reply),
+      title: status >= 500 ? 'Something failed' : 'Request refused',
+      message,
+    }),
+    status,
+  );
+}
+
+/** An unknown `/ui/...` path, as a page. */
+export function uiNotFound(
+  ctx: WebContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
+  return sendPage(
+    reply,
+    ErrorPage({
+      frame: errorFrame(ctx, req, reply),
+      title: 'Page not found',
+      message: `There is no page at ${req.url.split('?')[0]!.slice(0, 200)}.`,
+    }),
+    404,
+  );
 }

@@ -20,7 +20,6 @@ import {
   type ImportOrigin,
 } from '../../routes/catalog.ts';
 import { CopyButton, EmptyRow } from '../components.tsx';
-import { csrfValid } from '../csrf.ts';
 import { formatBytes, formatCount, shortHash } from '../format.ts';
 import { frameOf, refuseForgery, uiGuard, type Frame } from '../guard.ts';
 import { seeOther, sendPage } from '../html.ts';
