@@ -307,6 +307,40 @@ describe('safety', () => {
   });
 });
 
+describe('without JavaScript', () => {
+  it('every page reads, and the machine form saves as a plain POST', async () => {
+    const plain = await browser.newContext({
+      javaScriptEnabled: false,
+      viewport: { width: 1280, height: 860 },
+    });
+    const p = await plain.newPage();
+    try {
+      await login(p);
+      for (const path of [
+        '/ui/dashboard',
+        '/ui/machines',
+        '/ui/catalog',
+        '/ui/events',
+        '/ui/settings',
+      ]) {
+        await p.goto(`${web.base}${path}`);
+        expect(await p.textContent('h1'), path).toBeTruthy();
+      }
+      await p.goto(`${web.base}/ui/machines`);
+      expect(await p.$(`tr[data-mac="${MAC}"]`)).not.toBeNull();
+      await p.goto(`${web.base}/ui/machines/${MAC}`);
+      await p.fill('[name="labels"]', 'rack-7, no-js');
+      await p.click('#machine-form button[type="submit"]');
+      await p.waitForLoadState('load');
+      expect(new URL(p.url()).pathname).toBe(`/ui/machines/${MAC}`);
+      expect(await p.textContent('body')).toContain('Saved.');
+      expect(await p.inputValue('[name="labels"]')).toBe('no-js, rack-7');
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
 describe('every page', () => {
   const PAGES: Array<[string, string]> = [
     ['dashboard', '/ui/dashboard'],
