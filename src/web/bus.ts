@@ -17,6 +17,7 @@ export type LiveMessage =
       bytes_done: number;
       bytes_total: number | null;
       rate_bps: number;
+      eta_seconds?: number | null;
       resumes?: number;
       message?: string;
     }

@@ -23,6 +23,8 @@ export interface Sessions {
   authenticate(req: FastifyRequest, reply: FastifyReply): boolean;
   login(reply: FastifyReply): void;
   logout(reply: FastifyReply): void;
+  /** HMAC-SHA256 of `value` under this server's secret, for `purpose` (base64url, 43 chars). */
+  sign(purpose: string, value: string): string;
 }
 
 export function parseCookies(header: string | undefined): Map<string, string> {
@@ -71,6 +73,9 @@ export function createSessions(
       return true;
     },
     login: issue,
+    sign(purpose, value): string {
+      return createHmac('sha256', secret).update(`bty-${purpose}:${value}`).digest('base64url');
+    },
     logout(reply): void {
       reply.header('set-cookie', cookie('null', 0) + '; Expires=Thu, 01 Jan 1970 00:00:00 GMT');
     },

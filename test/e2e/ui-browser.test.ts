@@ -82,7 +82,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await closeChromium(browser);
-  await web?.stop();
+  await web?.stop(); // already stopped by the last test when it ran
   await rm(catalogDir, { recursive: true, force: true });
 });
 
@@ -421,5 +421,54 @@ describe('every page', () => {
     expect(await p.getAttribute('html', 'data-bs-theme')).toBe('dark');
     await shot('dashboard-dark', p);
     await dark.close();
+  });
+});
+
+describe('deleting', () => {
+  it('asks first: a dialog with JavaScript, a confirmation page without', async () => {
+    const withJs = '52:54:00:00:de:01';
+    const withoutJs = '52:54:00:00:de:02';
+    await pxe(`/pxe/${withJs}`);
+    await pxe(`/pxe/${withoutJs}`);
+
+    await page.goto(`${web.base}/ui/machines/${withJs}`);
+    page.once('dialog', (dialog) => void dialog.dismiss());
+    await page.click('#delete-machine button[type="submit"]');
+    expect(new URL(page.url()).pathname).toBe(`/ui/machines/${withJs}`);
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click('#delete-machine button[type="submit"]');
+    await page.waitForURL(/\/ui\/machines\?deleted=/, WAIT);
+    expect(await page.$(`tr[data-mac="${withJs}"]`)).toBeNull();
+
+    const plain = await browser.newContext({ javaScriptEnabled: false });
+    const p = await plain.newPage();
+    try {
+      await login(p);
+      await p.goto(`${web.base}/ui/machines/${withoutJs}`);
+      await p.click('#delete-machine button[type="submit"]');
+      await p.waitForSelector('#confirm-delete', WAIT);
+      expect(await p.textContent('h1')).toContain(withoutJs);
+      await p.click('#confirm-delete');
+      await p.waitForURL(/\/ui\/machines\?deleted=/, WAIT);
+      expect(await p.$(`tr[data-mac="${withoutJs}"]`)).toBeNull();
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
+describe('shutdown', () => {
+  it('bty-web stops cleanly on SIGTERM while tabs hold live connections', async () => {
+    const tabs = [page, await context.newPage()];
+    await tabs[1]!.goto(`${web.base}/ui/dashboard`);
+    for (const tab of tabs) {
+      await tab.goto(`${web.base}/ui/machines`);
+      await tab.waitForSelector('#live-indicator[data-state="live"]', WAIT);
+    }
+    const { code, hung } = await web.stop();
+    expect(hung).toBe(false);
+    expect(code).toBe(0);
+    // The tabs notice: their indicator leaves "live".
+    await page.waitForSelector('#live-indicator:not([data-state="live"])', WAIT);
   });
 });

@@ -54,7 +54,8 @@ export interface WebProcess {
   base: string;
   dir: string;
   stderr(): string;
-  stop(): Promise<void>;
+  /** SIGTERM, then SIGKILL after 10 s: the exit code, and whether it had to be killed. */
+  stop(): Promise<{ code: number | null; hung: boolean }>;
 }
 
 const BIN = new URL('../../bin/bty-web', import.meta.url).pathname;
@@ -89,14 +90,19 @@ export async function startBtyWeb(env: Record<string, string> = {}): Promise<Web
     dir,
     stderr: () => stderr,
     async stop() {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
+      const exited = new Promise<number | null>((resolve) => {
+        if (child.exitCode !== null) resolve(child.exitCode);
+        else child.once('exit', (code) => resolve(code));
+      });
       if (child.exitCode === null) child.kill('SIGTERM');
       const hung = await Promise.race([
         exited.then(() => false),
         new Promise<boolean>((r) => setTimeout(() => r(true), 10_000)),
       ]);
       if (hung) child.kill('SIGKILL');
+      const code = await exited;
       await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+      return { code, hung };
     },
   };
 }

@@ -47,6 +47,9 @@ export async function startUiServer(options: Partial<AppOptions> = {}): Promise<
     base,
     dir,
     async close() {
+      // Keep-alive sockets of the tests' own fetch clients would hold close() until their
+      // timeout (72 s); the server's shutdown with a browser attached is tested end to end.
+      app.server.closeAllConnections();
       await app.close();
       await database.close();
       await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });

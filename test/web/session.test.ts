@@ -130,7 +130,9 @@ describe('POST /ui/login', () => {
     clock = T0;
     const res = await login(PASSWORD);
     expect(res.status).toBe(204);
-    const header = res.headers.get('set-cookie')!;
+    // The session cookie; the form token (bty-csrf) follows it.
+    const [header = '', csrf] = res.headers.getSetCookie();
+    expect(csrf).toMatch(/^bty-csrf=[\w-]{22}\.[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
     const parts = header.split(';').map((p) => p.trim());
     expect(parts[0]).toMatch(
       new RegExp(`^${SESSION_COOKIE}=${T0.getTime() / 1000}\\.[A-Za-z0-9_-]{43}$`),
@@ -324,13 +326,17 @@ describe('the audit log of operator sessions', () => {
     const before = (await listEvents(database.db, { subjectKind: 'auth', limit: 1000 })).length;
     await login('wrong');
     const ok = await login(PASSWORD);
-    const cookie = cookieOf(ok);
-    // A logout with a session carries the form's CSRF token (test/web/ui-frame.test.ts).
-    const csrf = 'c'.repeat(43);
+    // Login also sets the form token (bty-csrf): a logout with a session carries it
+    // (test/web/ui-frame.test.ts).
+    const [cookie, csrfCookie] = ok.headers.getSetCookie().map((c) => c.split(';')[0]!);
+    expect(csrfCookie).toMatch(/^bty-csrf=/);
     await fetch(`${base}/ui/logout`, {
       method: 'POST',
       redirect: 'manual',
-      headers: { cookie: `${cookie}; bty-csrf=${csrf}`, 'x-csrf-token': csrf },
+      headers: {
+        cookie: `${cookie}; ${csrfCookie}`,
+        'x-csrf-token': csrfCookie!.slice('bty-csrf='.length),
+      },
     });
     // A logout without a session is not an operator action: not logged.
     await fetch(`${base}/ui/logout`, { method: 'POST', redirect: 'manual' });

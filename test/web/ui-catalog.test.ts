@@ -56,6 +56,42 @@ function refOf(row: string): string {
   return /data-ref="([0-9a-f]{64})"/.exec(row)?.[1] ?? '';
 }
 
+/** The text of the element with this id: tags stripped, whitespace collapsed, entities decoded. */
+function textOf(html: string, id: string): string {
+  const start = html.indexOf(`id="${id}"`);
+  if (start < 0) return '';
+  const open = html.lastIndexOf('<', start);
+  const tag = /^<([a-z0-9]+)/.exec(html.slice(open))![1]!;
+  const close = html.indexOf(`</${tag}>`, start);
+  return decode(
+    html
+      .slice(open, close)
+      .replace(/<[^>]+>/g, ' ')
+      .replace(/\s+/g, ' ')
+      .trim(),
+  );
+}
+
+function decode(text: string): string {
+  return text
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>')
+    .replaceAll('&quot;', '"')
+    .replaceAll('&#39;', "'")
+    .replaceAll('&amp;', '&');
+}
+
+/** The hidden inputs of `<form id=…>` as the browser would post them. */
+function formFields(html: string, id: string): Record<string, string> {
+  const form = new RegExp(`<form id="${id}"[\\s\\S]*?</form>`).exec(html)?.[0] ?? '';
+  const fields: Record<string, string> = {};
+  for (const input of form.match(/<input type="hidden"[^>]*>/g) ?? []) {
+    const name = /name="([^"]*)"/.exec(input)?.[1];
+    if (name) fields[name] = decode(/value="([^"]*)"/.exec(input)?.[1] ?? '');
+  }
+  return fields;
+}
+
 async function entryNames(): Promise<string[]> {
   return (await listCatalogEntries(server.database.db)).map((e) => e.name);
 }
@@ -377,8 +413,11 @@ describe('deleting an entry', () => {
     const row = rowOf(await op.page('/ui/catalog'), 'doomed');
     expect(row).toContain(`action="/ui/catalog/${ref}/delete"`);
     expect(row).toMatch(/data-confirm="Delete the catalog entry doomed\? 1 machine bound to it/);
+    // Empty until the JavaScript dialog is accepted: without JavaScript the server asks.
+    // (Preact writes an empty value as a bare `value`, which HTML reads as value="".)
+    expect(row).toMatch(/<input type="hidden" name="confirm" value(="")?\/?>/);
 
-    const res = await op.post(`/ui/catalog/${ref}/delete`);
+    const res = await op.post(`/ui/catalog/${ref}/delete`, { confirm: '1' });
     expect(res.status).toBe(303);
     const location = res.headers.get('location')!;
     expect(location).toBe(`/ui/catalog?deleted=doomed&ref=${ref}`);
@@ -388,6 +427,58 @@ describe('deleting an entry', () => {
     expect(html).toContain('Deleted catalog entry doomed.');
     expect(html).toContain('1 machine still bound to doomed: 52:54:00:00:30:01');
     expect(rowOf(html, 'doomed')).toBe('');
+  });
+
+  it('without confirm=1: a page naming the entry and the machines left bound, nothing deleted', async () => {
+    const src = 'https://images.example.org/asked.img';
+    const ref = await addByJson({ src, name: 'asked' });
+    await bind('52:54:00:00:31:02', ref);
+    await bind('52:54:00:00:31:01', ref);
+    const events = (await eventKinds()).length;
+
+    for (const fields of [{}, { confirm: '' }, { confirm: 'true' }] as Record<string, string>[]) {
+      const res = await op.post(`/ui/catalog/${ref}/delete`, fields);
+      expect(res.status).toBe(200);
+      const html = await res.text();
+      expect(html).toContain('<title>Delete catalog entry asked? · bty</title>');
+      expect(textOf(html, 'delete-name')).toBe('asked');
+      expect(textOf(html, 'delete-src')).toBe(src);
+      const bound = textOf(html, 'delete-bound');
+      expect(bound).toContain('2 machines bound to it keep that binding');
+      expect(bound).toContain('52:54:00:00:31:01 52:54:00:00:31:02');
+      expect(html).toMatch(
+        new RegExp(
+          `<form id="confirm-delete-form" method="post" action="/ui/catalog/${ref}/delete"`,
+        ),
+      );
+      const form = formFields(html, 'confirm-delete-form');
+      expect(form.confirm).toBe('1');
+      expect(form._csrf).toBeTruthy();
+      expect(html).toMatch(/<button type="submit" id="confirm-delete" class="btn btn-danger/);
+      expect(html).toMatch(/<a id="cancel-delete" class="[^"]*" href="\/ui\/catalog">Cancel<\/a>/);
+      expect(await entryNames()).toContain('asked');
+      expect(await eventKinds()).toHaveLength(events);
+    }
+
+    // The confirmation page's own form, posted as is, deletes.
+    const page = await op.post(`/ui/catalog/${ref}/delete`);
+    const confirmed = await op.post(
+      `/ui/catalog/${ref}/delete`,
+      formFields(await page.text(), 'confirm-delete-form'),
+      { csrf: false },
+    );
+    expect(confirmed.status).toBe(303);
+    expect(confirmed.headers.get('location')).toBe(`/ui/catalog?deleted=asked&ref=${ref}`);
+    expect(await entryNames()).not.toContain('asked');
+    expect((await eventKinds()).at(-1)).toBe('catalog.entry.removed');
+  });
+
+  it('the confirmation page of an entry nothing is bound to says so', async () => {
+    const ref = await addByJson({ src: 'https://images.example.org/lonely.img', name: 'lonely' });
+    const res = await op.post(`/ui/catalog/${ref}/delete`);
+    expect(res.status).toBe(200);
+    expect(textOf(await res.text(), 'delete-bound')).toBe('No machine is bound to it.');
+    expect(await entryNames()).toContain('lonely');
   });
 
   it('an entry already gone, or a bad ref: an error banner', async () => {
@@ -402,7 +493,7 @@ describe('deleting an entry', () => {
 
   it('without the CSRF token: 403 and the entry stays', async () => {
     const ref = await addByJson({ src: 'https://images.example.org/kept.raw', name: 'kept' });
-    const res = await op.post(`/ui/catalog/${ref}/delete`, {}, { csrf: false });
+    const res = await op.post(`/ui/catalog/${ref}/delete`, { confirm: '1' }, { csrf: false });
     expect(res.status).toBe(403);
     expect(await entryNames()).toContain('kept');
   });

@@ -189,7 +189,7 @@ describe('GET /ui/dashboard', () => {
   it('serves the counts card as a fragment that refreshes itself on machines and events', async () => {
     const fragment = await ui.page('/ui/dashboard/summary');
     expect(fragment).toMatch(
-      /^<section id="dashboard-summary"[^>]* hx-get="\/ui\/dashboard\/summary" hx-trigger="sse:machines throttle:1s, sse:events throttle:1s" hx-swap="outerHTML">/,
+      /^<section id="dashboard-summary"[^>]* hx-get="\/ui\/dashboard\/summary" hx-trigger="sse:machines throttle:1s, sse:machines delay:1500ms, sse:events throttle:1s, sse:events delay:1500ms" hx-swap="outerHTML">/,
     );
     expect(fragment).not.toContain('<html');
     expect(counts(fragment).machines).toBe(4);
@@ -243,7 +243,7 @@ describe('GET /ui/dashboard', () => {
 
     const fragment = await ui.page('/ui/dashboard/failures');
     expect(fragment).toMatch(
-      /^<section id="unacked-failures"[^>]* hx-get="\/ui\/dashboard\/failures" hx-trigger="sse:events throttle:1s"/,
+      /^<section id="unacked-failures"[^>]* hx-get="\/ui\/dashboard\/failures" hx-trigger="sse:events throttle:1s, sse:events delay:1500ms"/,
     );
   });
 
@@ -276,7 +276,7 @@ describe('GET /ui/dashboard', () => {
 
     const fragment = await ui.page('/ui/dashboard/activity');
     expect(fragment).toMatch(
-      /^<section id="recent-activity"[^>]* hx-get="\/ui\/dashboard\/activity" hx-trigger="sse:events throttle:1s"/,
+      /^<section id="recent-activity"[^>]* hx-get="\/ui\/dashboard\/activity" hx-trigger="sse:events throttle:1s, sse:events delay:1500ms"/,
     );
   });
 

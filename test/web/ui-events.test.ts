@@ -282,7 +282,7 @@ describe('GET /ui/events', () => {
   it('refreshes live only on page 1 without a search, through the table fragment', async () => {
     const first = await ui.page('/ui/events');
     expect(first).toMatch(
-      /<div id="events-live" hx-get="\/ui\/events\/table" hx-trigger="sse:events throttle:1s" hx-swap="outerHTML">/,
+      /<div id="events-live" hx-get="\/ui\/events\/table" hx-trigger="sse:events throttle:1s, sse:events delay:1500ms" hx-swap="outerHTML">/,
     );
     expect(await ui.page('/ui/events?q=failed')).toContain('<div id="events-live">');
     const fragment = await ui.page('/ui/events/table');

@@ -6,8 +6,9 @@
 import { rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSessions } from '../../src/web/session.ts';
 import { STATIC_NAMES } from '../../src/web/ui/assets.ts';
-import { htmlFrame } from '../../src/web/ui/live.ts';
+import { htmlFrame, PROGRESS_PER_FLUSH } from '../../src/web/ui/live.ts';
 import { operator, startUiServer, UiClient, UI_PASSWORD, type UiServer } from '../helpers/ui.ts';
 
 let server: UiServer;
@@ -29,7 +30,6 @@ const PAGES = [
   '/ui/events',
   '/ui/settings',
   '/ui/account',
-  '/ui/live',
 ];
 
 describe('the session gate', () => {
@@ -37,6 +37,14 @@ describe('the session gate', () => {
     const res = await new UiClient(server.base).get(path);
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/ui/login');
+  });
+
+  it('htmx fragment requests are told to go to the login page; the live stream is 401', async () => {
+    const res = await new UiClient(server.base).get('/ui/machines/rows', { 'hx-request': 'true' });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('hx-redirect')).toBe('/ui/login');
+    const live = await new UiClient(server.base).get('/ui/live');
+    expect(live.status).toBe(401);
   });
 
   it('a form post without a session goes to the login page and changes nothing', async () => {
@@ -56,13 +64,14 @@ describe('the session gate', () => {
 });
 
 describe('login and logout in a browser', () => {
-  it('the login page: a password form, the CSRF cookie, and the default-password warning', async () => {
+  it('the login page: a password form and the default-password warning', async () => {
     const client = new UiClient(server.base);
     const html = await client.page('/ui/login');
     expect(html).toMatch(/<form method="post" action="\/ui\/login"/);
     expect(html).toMatch(/<input type="password" id="password" name="password"/);
     expect(html).toContain('<label for="password"');
-    expect(client.csrf).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // No form token for a stranger: it is signed for logged-in browsers only.
+    expect(client.csrf).toBe('');
     // This server has a real password: no warning.
     expect(html).not.toContain('id="default-password"');
 
@@ -123,6 +132,47 @@ describe('login and logout in a browser', () => {
 });
 
 describe('CSRF', () => {
+  it('each login hands out a new signed token', async () => {
+    const client = new UiClient(server.base);
+    await client.login();
+    const first = client.csrf;
+    expect(first).toMatch(/^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/);
+    // Pages keep the browser's token...
+    await client.page('/ui/account');
+    expect(client.csrf).toBe(first);
+    // ...and the next login replaces it.
+    await client.login();
+    expect(client.csrf).not.toBe(first);
+  });
+
+  it('a token planted in the cookie (unsigned, or signed by another server) is refused', async () => {
+    const alice = await operator(server);
+    const session = alice.cookieHeader.split('; ').find((c) => c.startsWith('bty-token='))!;
+    const other = createSessions('some-other-secret', 'x');
+    const nonce = 'A'.repeat(22);
+    const planted = [
+      'B'.repeat(43),
+      `${nonce}.${'C'.repeat(43)}`,
+      `${nonce}.${other.sign('csrf', nonce)}`,
+    ];
+    for (const token of planted) {
+      const res = await fetch(`${server.base}/ui/logout`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { cookie: `${session}; bty-csrf=${token}`, 'x-csrf-token': token },
+      });
+      expect(res.status, token).toBe(403);
+    }
+    // The same recipe with this server's signature is a token (so the refusals above are real).
+    const ours = `${nonce}.${createSessions('ui-test-secret', 'x').sign('csrf', nonce)}`;
+    const res = await fetch(`${server.base}/ui/logout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: `${session}; bty-csrf=${ours}`, 'x-csrf-token': ours },
+    });
+    expect(res.status).toBe(303);
+  });
+
   it('a token from another browser, or none, is refused with 403', async () => {
     const alice = await operator(server);
     const mallory = await operator(server);
@@ -213,7 +263,7 @@ describe('static files', () => {
 /** Reads `/ui/live` until `want` frames named in `names` arrived (bounded by `ms`). */
 function readLive(
   client: UiClient,
-  names: string[],
+  until: string[] | ((frames: Array<{ event: string; data: string }>) => boolean),
   ms: number,
   onOpen: () => Promise<void>,
 ): Promise<Array<{ event: string; data: string }>> {
@@ -242,7 +292,10 @@ function readLive(
           if (!event) continue;
           const data = [...block.matchAll(/^data: (.*)$/gm)].map((m) => m[1]).join('\n');
           frames.push({ event, data });
-          if (names.every((n) => frames.some((f) => f.event === n))) {
+          const done = Array.isArray(until)
+            ? until.every((n) => frames.some((f) => f.event === n))
+            : until(frames);
+          if (done) {
             clearTimeout(timer);
             req.destroy();
             resolve(frames);
@@ -257,51 +310,126 @@ function readLive(
 }
 
 describe('/ui/live', () => {
-  it('a frame with several lines becomes several data lines', () => {
+  type Frame = { event: string; data: string };
+  const GiB = 1024 ** 3;
+  const bars = (frames: Frame[]) =>
+    frames
+      .filter((f) => f.event === 'progress')
+      .flatMap((f) => f.data.match(/<div id="progress-[^"]+"[^>]*>/g) ?? []);
+
+  it('every kind of line break starts a new data line', () => {
     expect(htmlFrame('x', 'a\nb')).toBe('event: x\ndata: a\ndata: b\n\n');
+    expect(htmlFrame('x', 'a\r\nb\rc')).toBe('event: x\ndata: a\ndata: b\ndata: c\n\n');
   });
 
   it('progress arrives as the rendered bar; a burst of changes is one refresh trigger', async () => {
     const client = await operator(server);
     const mac = '52:54:00:aa:bb:01';
-    const frames = await readLive(client, ['progress-525400aabb01', 'machines'], 5000, () => {
+    const frames = await readLive(client, ['progress', 'machines'], 5000, () => {
       for (let i = 0; i < 50; i++) server.bus.publish({ type: 'machine', mac, change: 'seen' });
       for (let done = 1; done <= 4; done++) {
         server.bus.publish({
           type: 'progress',
           mac,
           phase: 'write',
-          bytes_done: done * 256 * 1024 * 1024,
-          bytes_total: 1024 * 1024 * 1024,
+          bytes_done: (done * GiB) / 4,
+          bytes_total: GiB,
           rate_bps: 100 * 1024 * 1024,
+          eta_seconds: 65,
         });
       }
       return Promise.resolve();
     });
-    const progress = frames.filter((f) => f.event === 'progress-525400aabb01');
+    const progress = frames.filter((f) => f.event === 'progress');
     // Coalesced: the newest state only (100 %), rendered as the component.
     expect(progress).toHaveLength(1);
+    expect(bars(frames)).toHaveLength(1);
     expect(progress[0]!.data).toContain('id="progress-525400aabb01"');
-    expect(progress[0]!.data).toContain('sse-swap="progress-525400aabb01"');
     expect(progress[0]!.data).toContain('aria-valuenow="100"');
     expect(progress[0]!.data).toContain('100 MiB/s');
+    expect(progress[0]!.data).toContain('ETA 1:05');
     expect(frames.filter((f) => f.event === 'machines')).toHaveLength(1);
     expect(frames.some((f) => f.event === 'machine-525400aabb01')).toBe(true);
   });
 
-  it('a failed status turns the bar red with the reason, escaped', async () => {
+  it('a flash starting is a `machines` trigger; its later reports move only the bar', async () => {
+    const client = await operator(server);
+    const mac = '52:54:00:aa:bb:03';
+    const report = (done: number) =>
+      server.bus.publish({
+        type: 'progress',
+        mac,
+        phase: 'write',
+        bytes_done: done,
+        bytes_total: 100,
+        rate_bps: 1,
+      });
+    let step = 0;
+    const frames = await readLive(
+      client,
+      (seen) => seen.filter((f) => f.event === 'progress').length >= 2,
+      5000,
+      async () => {
+        report(10);
+        await new Promise((r) => setTimeout(r, 600));
+        step = 1;
+        report(50);
+      },
+    );
+    expect(step).toBe(1);
+    const first = frames.findIndex((f) => f.event === 'progress');
+    expect(frames.slice(0, first + 1).some((f) => f.event === 'machines')).toBe(true);
+    expect(frames.slice(first + 1).some((f) => f.event === 'machines')).toBe(false);
+  });
+
+  it('a fleet reporting at once is sent in bounded frames, oldest first, none lost', async () => {
+    const client = await operator(server);
+    const n = PROGRESS_PER_FLUSH + 60;
+    const macOf = (i: number) =>
+      `52:54:01:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    const frames = await readLive(
+      client,
+      (seen) => bars(seen).length >= n,
+      8000,
+      () => {
+        for (let i = 0; i < n; i++) {
+          server.bus.publish({
+            type: 'progress',
+            mac: macOf(i),
+            phase: 'write',
+            bytes_done: i,
+            bytes_total: n,
+            rate_bps: 1,
+          });
+        }
+        return Promise.resolve();
+      },
+    );
+    const progress = frames.filter((f) => f.event === 'progress');
+    expect(progress.length).toBeGreaterThanOrEqual(2);
+    for (const f of progress) expect(bars([f]).length).toBeLessThanOrEqual(PROGRESS_PER_FLUSH);
+    const ids = bars(frames).map((b) => /id="progress-([0-9a-f]+)"/.exec(b)![1]);
+    expect(ids).toHaveLength(n);
+    expect(ids[0]).toBe(macOf(0).replaceAll(':', ''));
+    expect(new Set(ids).size).toBe(n);
+  });
+
+  it('a failed status turns the bar red with the reason, escaped, in its own frame', async () => {
     const client = await operator(server);
     const mac = '52:54:00:aa:bb:02';
-    const frames = await readLive(client, ['progress-525400aabb02'], 5000, () => {
-      server.bus.publish({ type: 'status', mac, status: 'failed', reason: 'sha256 <mismatch>' });
+    const reason = 'sha256 <mismatch>\revent: progress-aabbccddeeff\rdata: x';
+    const frames = await readLive(client, ['progress'], 5000, () => {
+      server.bus.publish({ type: 'status', mac, status: 'failed', reason });
       return Promise.resolve();
     });
-    const bar = frames.find((f) => f.event === 'progress-525400aabb02')!.data;
+    const bar = frames.find((f) => f.event === 'progress')!.data;
     expect(bar).toContain('data-state="failed"');
     expect(bar).toContain('bg-danger');
     // Escaped by the renderer (`>` needs no escaping in text).
-    expect(bar).toContain('failed: sha256 &lt;mismatch>');
+    expect(bar).toContain('sha256 &lt;mismatch>');
     expect(bar).not.toContain('<mismatch');
+    // The carriage returns in the machine's text did not start a frame of their own.
+    expect(frames.map((f) => f.event)).not.toContain('progress-aabbccddeeff');
   });
 
   it('a new audit event is an `events` trigger', async () => {

@@ -228,6 +228,17 @@ function inputValue(html: string, name: string): string | null {
   return decode(/value="([^"]*)"/.exec(input[0])?.[1] ?? '');
 }
 
+/** The hidden inputs of `<form id=…>` as the browser would post them. */
+function formFields(html: string, id: string): Record<string, string> {
+  const form = new RegExp(`<form id="${id}"[\\s\\S]*?</form>`).exec(html)?.[0] ?? '';
+  const fields: Record<string, string> = {};
+  for (const input of form.match(/<input type="hidden"[^>]*>/g) ?? []) {
+    const name = /name="([^"]*)"/.exec(input)?.[1];
+    if (name) fields[name] = decode(/value="([^"]*)"/.exec(input)?.[1] ?? '');
+  }
+  return fields;
+}
+
 describe('GET /ui/machines/:mac', () => {
   it('a malformed MAC is a 400 page that says what a MAC looks like', async () => {
     const html = await op.page('/ui/machines/not-a-mac', 400);
@@ -260,7 +271,9 @@ describe('GET /ui/machines/:mac', () => {
     );
     // Live refresh of the header when the stream names this machine.
     const hex = mac.replaceAll(':', '');
-    expect(html).toContain(`hx-trigger="sse:machine-${hex} throttle:1s"`);
+    expect(html).toContain(
+      `hx-trigger="sse:machine-${hex} throttle:1s, sse:machine-${hex} delay:1500ms"`,
+    );
 
     const hardware = textOf(html, 'hardware');
     expect(hardware).toContain('AMD EPYC 7302P 16-Core Processor, 16 cores, 32 threads');
@@ -578,25 +591,90 @@ describe('POST /ui/machines/:mac/delete', () => {
       new RegExp(`<form id="delete-machine" method="post" action="/ui/machines/${mac}/delete"`),
     );
     expect(html).toContain(`data-confirm="Delete the record of ${mac}?`);
-    const res = await op.post(`/ui/machines/${mac}/delete`);
+    // Empty until the JavaScript dialog is accepted: without JavaScript the server asks.
+    expect(formFields(html, 'delete-machine').confirm).toBe('');
+    const res = await op.post(`/ui/machines/${mac}/delete`, { confirm: '1' });
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe(`/ui/machines?deleted=${mac}`);
     expect(await machineJson(mac)).toBeNull();
     expect(await eventKinds(mac)).toContain('machine.deleted');
   });
 
+  it('without confirm=1: a page saying what would go, nothing deleted', async () => {
+    const mac = nextMac();
+    await discover(mac);
+    const ref = await addEntry('confirm-me');
+    const bound = await api('PUT', `/machines/${mac}`, {
+      bty_image_ref: ref,
+      labels: ['rack-9', 'db'],
+    });
+    expect(bound.status).toBeLessThan(300);
+
+    for (const fields of [{}, { confirm: '' }, { confirm: 'yes' }] as Record<string, string>[]) {
+      const res = await op.post(`/ui/machines/${mac}/delete`, fields);
+      expect(res.status).toBe(200);
+      const html = await res.text();
+      expect(html).toContain(`<title>Delete machine ${mac}? · bty</title>`);
+      const summary = textOf(html, 'delete-summary');
+      expect(textOf(html, 'delete-mac')).toBe(mac);
+      expect(textOf(html, 'delete-labels')).toBe('db, rack-9');
+      expect(textOf(html, 'delete-image')).toBe(`confirm-me (${ref})`);
+      expect(summary).toContain('Its events stay in the audit log.');
+      expect(html).toMatch(
+        new RegExp(
+          `<form id="confirm-delete-form" method="post" action="/ui/machines/${mac}/delete"`,
+        ),
+      );
+      const form = formFields(html, 'confirm-delete-form');
+      expect(form.confirm).toBe('1');
+      expect(form._csrf).toBeTruthy();
+      expect(html).toMatch(/<button type="submit" id="confirm-delete" class="btn btn-danger/);
+      expect(html).toMatch(
+        new RegExp(`<a id="cancel-delete" class="[^"]*" href="/ui/machines/${mac}">Cancel</a>`),
+      );
+      expect(await machineJson(mac)).not.toBeNull();
+      expect(await eventKinds(mac)).not.toContain('machine.deleted');
+    }
+
+    // The confirmation page's own form, posted as is, deletes.
+    const page = await op.post(`/ui/machines/${mac}/delete`);
+    const confirmed = await op.post(
+      `/ui/machines/${mac}/delete`,
+      formFields(await page.text(), 'confirm-delete-form'),
+      { csrf: false },
+    );
+    expect(confirmed.status).toBe(303);
+    expect(confirmed.headers.get('location')).toBe(`/ui/machines?deleted=${mac}`);
+    expect(await machineJson(mac)).toBeNull();
+    expect(await eventKinds(mac)).toContain('machine.deleted');
+  });
+
+  it('the confirmation page of an unbound machine without labels says so', async () => {
+    const mac = nextMac();
+    await discover(mac);
+    const res = await op.post(`/ui/machines/${mac}/delete`);
+    expect(res.status).toBe(200);
+    const html = await res.text();
+    expect(textOf(html, 'delete-labels')).toBe('none');
+    expect(textOf(html, 'delete-image')).toBe('none');
+    expect(await machineJson(mac)).not.toBeNull();
+  });
+
   it('without the token: 403 and the record stays', async () => {
     const mac = nextMac();
     await discover(mac);
-    const res = await op.post(`/ui/machines/${mac}/delete`, {}, { csrf: false });
+    const res = await op.post(`/ui/machines/${mac}/delete`, { confirm: '1' }, { csrf: false });
     expect(res.status).toBe(403);
     expect(await machineJson(mac)).not.toBeNull();
     expect(await eventKinds(mac)).not.toContain('machine.deleted');
   });
 
-  it('an unknown machine: 303 to the list with the error', async () => {
+  it.each([
+    ['confirmed', { confirm: '1' }],
+    ['unconfirmed (nothing to confirm)', {}],
+  ])('an unknown machine, %s: 303 to the list with the error', async (_what, fields) => {
     const mac = nextMac();
-    const res = await op.post(`/ui/machines/${mac}/delete`);
+    const res = await op.post(`/ui/machines/${mac}/delete`, fields);
     expect(res.status).toBe(303);
     const location = res.headers.get('location')!;
     expect(location.startsWith('/ui/machines?error=')).toBe(true);

@@ -17,6 +17,7 @@ import {
 } from '../../src/web/db/machine-list.ts';
 import { getMachineRecord } from '../../src/web/db/machines.ts';
 import type { Database } from '../../src/web/db/schema.ts';
+import { dashboardCounts, FLASHING_WINDOW_MS } from '../../src/web/db/stats.ts';
 import { ENGINES, useDatabases } from '../helpers/databases.ts';
 import { operator, startUiServer, type UiClient, type UiServer } from '../helpers/ui.ts';
 
@@ -193,9 +194,9 @@ describe('the machines list', () => {
     expect(html).toMatch(/<a class="btn btn-sm btn-outline-secondary" href="\/ui\/machines"/);
     expect(html).toContain('<table id="machines-table"');
     expect(html).toMatch(/<tbody id="machine-rows" hx-get="\/ui\/machines\/rows"/);
-    expect(html).toContain('hx-trigger="sse:machines throttle:1s"');
+    expect(html).toContain('hx-trigger="sse:machines throttle:1s, sse:machines delay:1500ms"');
     expect(html).toMatch(/<form id="add-machine" method="post" action="\/ui\/machines"/);
-    expect(html).toMatch(/<input type="hidden" name="_csrf" value="[A-Za-z0-9_-]{43}"/);
+    expect(html).toMatch(/<input type="hidden" name="_csrf" value="[^"]+"/);
     expect(summaryOf(html)).toBe('1–7 of 7');
   });
 
@@ -229,7 +230,6 @@ describe('the machines list', () => {
   it('draws the progress bar of a flashing machine from its stored progress', async () => {
     const m3 = rowOf(await op.page('/ui/machines'), M3);
     expect(m3).toContain('id="progress-aa0000000003"');
-    expect(m3).toContain('sse-swap="progress-aa0000000003"');
     expect(m3).toContain('data-state="running"');
     expect(m3).toContain('style="width: 50%"');
     expect(m3).toMatch(/>write · 50% · 100(\.0)? MiB\/s · ETA 0:05</);
@@ -535,19 +535,23 @@ describe('10,000 machines', () => {
   });
 });
 
+/** The moment the engine-agreement queries judge "flashing now" at (nothing there flashes). */
+const LIST_NOW = new Date('2026-03-01T00:00:00.000Z');
+
 describe('the list queries on both engines', () => {
   const databases = useDatabases('ui_machines');
   const CASES: MachineCriteria[] = [
-    { search: '', filter: null, sort: 'mac', dir: 'asc' },
-    { search: 'RACK', filter: null, sort: 'mac', dir: 'desc' },
-    { search: 'x_y', filter: null, sort: 'mac', dir: 'asc' },
-    { search: '%', filter: null, sort: 'mac', dir: 'asc' },
-    { search: 'debian', filter: 'assigned', sort: 'mac', dir: 'asc' },
-    { search: '', filter: 'discovered', sort: 'last_seen_at', dir: 'asc' },
-    { search: '', filter: null, sort: 'last_seen_at', dir: 'desc' },
-    { search: '', filter: null, sort: 'image', dir: 'asc' },
-    { search: '', filter: null, sort: 'image', dir: 'desc' },
-    { search: '', filter: null, sort: 'last_flashed_at', dir: 'asc' },
+    { search: '', filter: null, sort: 'mac', dir: 'asc', now: LIST_NOW },
+    { search: 'RACK', filter: null, sort: 'mac', dir: 'desc', now: LIST_NOW },
+    { search: 'x_y', filter: null, sort: 'mac', dir: 'asc', now: LIST_NOW },
+    { search: '%', filter: null, sort: 'mac', dir: 'asc', now: LIST_NOW },
+    { search: 'debian', filter: 'assigned', sort: 'mac', dir: 'asc', now: LIST_NOW },
+    { search: '', filter: 'discovered', sort: 'last_seen_at', dir: 'asc', now: LIST_NOW },
+    { search: '', filter: null, sort: 'last_seen_at', dir: 'desc', now: LIST_NOW },
+    { search: '', filter: null, sort: 'image', dir: 'asc', now: LIST_NOW },
+    { search: '', filter: null, sort: 'image', dir: 'desc', now: LIST_NOW },
+    { search: '', filter: null, sort: 'last_flashed_at', dir: 'asc', now: LIST_NOW },
+    { search: '', filter: 'flashing', sort: 'mac', dir: 'asc', now: LIST_NOW },
   ];
 
   it('agree on every search, filter and sort', async () => {
@@ -567,6 +571,18 @@ describe('the list queries on both engines', () => {
             details: JSON.stringify({ reason: 'boom' }),
           })
           .execute();
+        // M3 reported a minute ago, M2 last reported beyond the window: only M3 flashes now.
+        const progressAt = (ms: number) => new Date(LIST_NOW.getTime() - ms).toISOString();
+        for (const [mac, at] of [
+          [M3, progressAt(60_000)],
+          [M2, progressAt(FLASHING_WINDOW_MS + 1)],
+        ] as const) {
+          await database.db
+            .updateTable('machines')
+            .set({ progress: '{"phase":"write","bytes_done":1}', progress_at: at })
+            .where('mac', '=', mac)
+            .execute();
+        }
         const out = [];
         for (const criteria of CASES) {
           const total = await countMachineList(database.db, criteria);
@@ -575,7 +591,7 @@ describe('the list queries on both engines', () => {
         }
         const failed = await listMachineRows(
           database.db,
-          { search: '', filter: 'failed', sort: 'mac', dir: 'asc' },
+          { search: '', filter: 'failed', sort: 'mac', dir: 'asc', now: LIST_NOW },
           { limit: 5, offset: 0 },
         );
         out.push(failed.map((r) => [r.mac, r.failure?.reason]));
@@ -589,10 +605,63 @@ describe('the list queries on both engines', () => {
     expect(sqlite[1]!.total).toBe(2);
     expect(sqlite[2]!.rows.map((r) => r[0])).toEqual([M1]);
     expect(sqlite[3]!.total).toBe(0);
+    expect(sqlite[CASES.length - 1]!.rows.map((r) => r[0])).toEqual([M3]);
     expect(sqlite.at(-1)).toEqual([[M4, 'boom']]);
   });
 
   it('escapes LIKE wildcards', () => {
     expect(containsPattern('A_b%c!d')).toBe('%a!_b!%c!!d%');
+  });
+});
+
+describe('filter=flashing agrees with the dashboard', () => {
+  const T0 = Date.parse('2026-05-01T08:00:00.000Z');
+  const STALE = 'cc:00:00:00:00:01';
+  const FRESH = 'cc:00:00:00:00:02';
+  let clock = T0;
+  let server: UiServer;
+  let op: UiClient;
+
+  async function report(mac: string): Promise<void> {
+    const boot = await fetch(`${server.base}/pxe/${mac}`);
+    expect(boot.status).toBe(200);
+    await boot.text();
+    const res = await fetch(`${server.base}/pxe/${mac}/progress`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ phase: 'write', bytes_done: 1024, bytes_total: 4096, rate_bps: 1 }),
+    });
+    expect(res.status).toBe(204);
+  }
+
+  beforeAll(async () => {
+    server = await startUiServer({ now: () => new Date(clock) });
+    op = await operator(server);
+    // STALE reports at T0 and then falls silent (powered off mid-flash); FRESH reports later.
+    await report(STALE);
+    clock = T0 + 5 * 60_000;
+    await report(FRESH);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function flashingNow(): Promise<{ listed: string[]; counted: number }> {
+    const html = await op.page('/ui/machines?filter=flashing');
+    const counted = (await dashboardCounts(server.database.db, new Date(clock))).flashing;
+    return { listed: macsOf(html), counted };
+  }
+
+  it('lists a machine whose last progress is exactly at the window edge, as the count does', async () => {
+    clock = T0 + FLASHING_WINDOW_MS;
+    expect(await flashingNow()).toEqual({ listed: [STALE, FRESH], counted: 2 });
+  });
+
+  it('leaves out a machine whose last progress is older than the window', async () => {
+    clock = T0 + FLASHING_WINDOW_MS + 1;
+    expect(await flashingNow()).toEqual({ listed: [FRESH], counted: 1 });
+    // Still in the unfiltered list: it is only not "flashing now".
+    expect(macsOf(await op.page('/ui/machines'))).toEqual([STALE, FRESH]);
   });
 });

@@ -7,6 +7,7 @@
  */
 import { sql, type Expression, type Kysely, type SqlBool, type Transaction } from 'kysely';
 import type { Database } from './schema.ts';
+import { FLASHING_WINDOW_MS } from './stats.ts';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -33,6 +34,8 @@ export interface MachineCriteria {
   filter: MachineFilter | null;
   sort: MachineSort;
   dir: 'asc' | 'desc';
+  /** The moment "flashing now" is judged at (ctx.now()): see FLASHING_WINDOW_MS. */
+  now: Date;
 }
 
 /** The latest `machine.flash_failed` event of a machine. */
@@ -103,7 +106,16 @@ function matching(db: Db, criteria: MachineCriteria) {
     case 'assigned':
       return query.where('m.bty_image_ref', 'is not', null);
     case 'flashing':
-      return query.where('m.progress', 'is not', null);
+      // The dashboard's "flashing now" rule, so its count and this filter agree: an agent that
+      // stopped reporting (powered off mid-flash) leaves its last progress behind for good.
+      // Times are ISO-8601 UTC text in both engines, so they compare correctly as text.
+      return query
+        .where('m.progress', 'is not', null)
+        .where(
+          'm.progress_at',
+          '>=',
+          new Date(criteria.now.getTime() - FLASHING_WINDOW_MS).toISOString(),
+        );
     case 'failed':
       // Not flashing now, and a failure report newer than the last completed flash (and than
       // the last progress): the same rule the Flash column applies to each row.

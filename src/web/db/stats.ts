@@ -6,7 +6,10 @@
 import type { Kysely } from 'kysely';
 import type { Database } from './schema.ts';
 
-/** A machine whose last progress report is older than this is not counted as flashing. */
+/**
+ * A machine whose last progress report is older than this is not counted as flashing: the
+ * dashboard's count and the machines list's `filter=flashing` both judge by it.
+ */
 export const FLASHING_WINDOW_MS = 10 * 60 * 1000;
 /** How far back the failed-flash count looks. */
 export const FAILED_WINDOW_MS = 24 * 60 * 60 * 1000;

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { clientIp, detail, type WebContext } from '../context.ts';
 import { appendEvent } from '../db/events.ts';
 import { errors, noContent, type RouteDoc } from '../openapi.ts';
-import { csrfValid } from '../ui/csrf.ts';
+import { csrfValid, issueCsrfToken } from '../ui/csrf.ts';
 import { refuseForgery } from '../ui/guard.ts';
 import { sendPage } from '../ui/html.ts';
 import { LoginPage } from '../ui/pages/login.tsx';
@@ -121,6 +121,8 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
     }
     await audit('auth.login.succeeded');
     ctx.sessions.login(reply);
+    // A fresh form token with every login: one planted or left from before does not carry over.
+    issueCsrfToken(ctx.sessions, req, reply);
     const wantsJson = (req.headers.accept ?? '').includes('application/json');
     if (wantsJson || req.headers['content-type']?.includes('json')) return reply.code(204).send();
     return reply.code(303).header('location', '/ui/dashboard').send();
@@ -130,7 +132,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: WebContext): void 
     // Logged only when a session was open, as upstream does. With a session, the post must
     // carry the form's CSRF token: another site cannot end the operator's session.
     if (ctx.sessions.authenticate(req, reply)) {
-      if (!csrfValid(req)) return refuseForgery(ctx, req, reply);
+      if (!csrfValid(ctx.sessions, req)) return refuseForgery(ctx, req, reply);
       const ip = clientIp(req, ctx.trustedProxy);
       await appendEvent(
         ctx.database.db,

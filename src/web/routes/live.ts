@@ -719,6 +719,7 @@ export function registerLiveRoutes(app: FastifyInstance, ctx: WebContext): void 
         bytes_done: report.bytes_done,
         bytes_total: report.bytes_total,
         rate_bps: report.rate_bps,
+        ...(report.eta_seconds !== undefined ? { eta_seconds: report.eta_seconds } : {}),
         ...(report.resumes !== undefined ? { resumes: report.resumes } : {}),
         ...(report.message !== undefined ? { message: report.message } : {}),
       });

@@ -193,15 +193,16 @@ export interface FlashOutcome {
   reason?: string;
 }
 
-/** The element id (and SSE event name) of a machine's progress cell. */
+/** The element id of a machine's progress cell (the live `progress` frame replaces it by id). */
 export function progressId(mac: string): string {
   return `progress-${mac.replaceAll(':', '')}`;
 }
 
 /**
  * A machine's flash: a bar with phase, percent, rate and ETA while it runs; green when done;
- * red with the reason when it failed; empty when nothing is happening. The element replaces
- * itself when the live connection sends a newer one.
+ * red with the reason when it failed; empty when nothing is happening. The live connection's
+ * `progress` frames carry newer ones, which bty.js puts in place by id (one listener for the
+ * page, not one per cell: rows are re-rendered often, and a listener per cell would pile up).
  */
 export function FlashProgress({
   mac,
@@ -213,7 +214,7 @@ export function FlashProgress({
   outcome?: FlashOutcome | null;
 }) {
   const id = progressId(mac);
-  const live = { id, 'sse-swap': id, 'hx-swap': 'outerHTML' };
+  const live = { id };
   if (outcome?.status === 'failed') {
     return (
       <div {...live} class="flash-progress" data-state="failed">
@@ -288,4 +289,12 @@ export function EmptyRow({ columns, children }: { columns: number; children: Com
       </td>
     </tr>
   );
+}
+
+/**
+ * `hx-trigger` for refetching on live events: at once (then at most once a second while they
+ * keep coming), and once more after they stop, so the last change is never left out.
+ */
+export function liveTrigger(...events: string[]): string {
+  return events.map((e) => `sse:${e} throttle:1s, sse:${e} delay:1500ms`).join(', ');
 }

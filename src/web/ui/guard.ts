@@ -31,7 +31,7 @@ export function frameOf(
 ): Frame {
   return {
     section,
-    csrf: csrfToken(req, reply),
+    csrf: csrfToken(ctx.sessions, req, reply),
     version: ctx.version,
     defaultPassword: ctx.sessions.usingDefaultPassword,
     now: ctx.now(),
@@ -42,10 +42,16 @@ export function frameOf(
 export function uiGuard(ctx: WebContext) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (!ctx.sessions.authenticate(req, reply)) {
+      // An htmx fragment request would swap the login page into a table cell: tell htmx to
+      // go to the login page instead.
+      if (req.headers['hx-request'] === 'true') {
+        await reply.code(401).header('hx-redirect', '/ui/login').send();
+        return;
+      }
       await seeOther(reply, '/ui/login');
       return;
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD' && !csrfValid(req)) {
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !csrfValid(ctx.sessions, req)) {
       await refuseForgery(ctx, req, reply);
     }
   };

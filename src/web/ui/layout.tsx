@@ -155,6 +155,8 @@ export function Layout({ frame, title, alerts = [], actions, children }: LayoutP
         <a class="visually-hidden-focusable" href="#main">
           Skip to content
         </a>
+        {/* Receives the live `progress` frames; bty.js moves each bar into its cell. */}
+        <div id="live-progress" sse-swap="progress" hx-swap="none" hidden></div>
         <NavBar frame={frame} />
         <main id="main" class="container-fluid py-3">
           {frame.defaultPassword ? <DefaultPasswordBanner /> : null}

@@ -7,6 +7,7 @@
 import type { MultipartFile } from '@fastify/multipart';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebContext } from '../context.ts';
+import type { Sessions } from '../session.ts';
 import { CSRF_FIELD, CSRF_HEADER, csrfMatches, csrfValid } from './csrf.ts';
 import { seeOther } from './html.ts';
 
@@ -16,9 +17,16 @@ import { seeOther } from './html.ts';
  */
 export function sessionOnlyGuard(ctx: WebContext) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (!ctx.sessions.authenticate(req, reply)) await seeOther(reply, '/ui/login');
+    if (!ctx.sessions.authenticate(req, reply)) {
+      await seeOther(reply, '/ui/login');
+      return;
+    }
+    signers.set(req, ctx.sessions);
   };
 }
+
+/** The session keeper of each request sessionOnlyGuard let through (it checks the tokens). */
+const signers = new WeakMap<FastifyRequest, Sessions>();
 
 export type MultipartOutcome<T> =
   /** No valid token came before the file (or at all): nothing was read to disk. */
@@ -38,20 +46,22 @@ export async function multipartForm<T>(
   req: FastifyRequest,
   onFile: (file: MultipartFile, fields: Map<string, string>) => Promise<T>,
 ): Promise<MultipartOutcome<T>> {
+  const sessions = signers.get(req);
+  if (sessions === undefined) throw new Error('multipartForm needs sessionOnlyGuard in front');
   const header = req.headers[CSRF_HEADER];
-  let trusted = typeof header === 'string' && csrfMatches(req, header);
+  let trusted = typeof header === 'string' && csrfMatches(sessions, req, header);
   const fields = new Map<string, string>();
   let file: T | null = null;
   if (!req.isMultipart()) {
     // Not a file upload (a hand-made post): the token is then in the parsed form body.
-    if (!csrfValid(req)) return { kind: 'forged' };
+    if (!csrfValid(sessions, req)) return { kind: 'forged' };
     return { kind: 'broken', message: 'it was not sent as a file upload (multipart/form-data)' };
   }
   try {
     for await (const part of req.parts()) {
       if (part.type === 'field') {
         const value = typeof part.value === 'string' ? part.value : '';
-        if (part.fieldname === CSRF_FIELD) trusted ||= csrfMatches(req, value);
+        if (part.fieldname === CSRF_FIELD) trusted ||= csrfMatches(sessions, req, value);
         else fields.set(part.fieldname, value);
         continue;
       }

@@ -2,14 +2,15 @@
  * The Catalog page (`GET /ui/catalog`): every image entry with the machines bound to it, and the
  * forms that change the catalog — add one entry by URL (`POST /ui/catalog/entries`), import a
  * catalog TOML uploaded or fetched from a URL (`POST /ui/catalog/import`, multipart), delete an
- * entry (`POST /ui/catalog/{ref}/delete`). Each applies the JSON API's own operations
+ * entry (`POST /ui/catalog/{ref}/delete`: only with `confirm=1`, set by the browser dialog or
+ * posted by the confirmation page that answers a delete without it). Each applies the JSON API's own operations
  * (routes/catalog.ts), so validation, refusals and audit events are the same either way.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { IMAGE_FORMATS } from '../../../core/formats.ts';
 import { REMOTE_CATALOG_MAX_BYTES } from '../../../catalog/load.ts';
 import { clientIp, type WebContext } from '../../context.ts';
-import { listCatalogEntries, type StoredCatalogEntry } from '../../db/catalog.ts';
+import { getCatalogEntry, listCatalogEntries, type StoredCatalogEntry } from '../../db/catalog.ts';
 import {
   addEntry,
   importCatalog,
@@ -171,6 +172,9 @@ function EntryRow({
       <td class="text-end">
         <form method="post" action={`/ui/catalog/${entry.ref}/delete`} data-confirm={question}>
           <Csrf token={csrf} />
+          {/* bty.js sets it to 1 when the operator accepts the dialog; left empty (no
+              JavaScript), the server answers the confirmation page instead of deleting. */}
+          <input type="hidden" name="confirm" value="" />
           <button
             type="submit"
             class="btn btn-sm btn-outline-danger"
@@ -471,6 +475,77 @@ export function CatalogPage(view: CatalogView) {
   );
 }
 
+/** Bound machines named one by one on the confirmation page; the rest are a search link. */
+const CONFIRM_BOUND_SHOWN = 50;
+
+/** What deleting an entry takes away, and which machines it leaves pointing at nothing. */
+function DeleteConfirmPage({
+  frame,
+  entry,
+  macs,
+}: {
+  frame: Frame;
+  entry: StoredCatalogEntry;
+  macs: readonly string[];
+}) {
+  return (
+    <Layout frame={frame} title={`Delete catalog entry ${entry.name}?`}>
+      <div class="card border-danger mb-3" id="delete-summary">
+        <div class="card-body">
+          <p>Deleting removes this entry from the catalog:</p>
+          <dl class="row small">
+            <dt class="col-sm-2">Name</dt>
+            <dd class="col-sm-10" id="delete-name">
+              {entry.name}
+            </dd>
+            <dt class="col-sm-2">Source</dt>
+            <dd class="col-sm-10 text-break" id="delete-src">
+              {entry.src}
+            </dd>
+            <dt class="col-sm-2">Ref</dt>
+            <dd class="col-sm-10 font-monospace text-break">{entry.ref}</dd>
+          </dl>
+          {macs.length === 0 ? (
+            <p class="mb-0" id="delete-bound">
+              No machine is bound to it.
+            </p>
+          ) : (
+            <div class="alert alert-warning mb-0" id="delete-bound">
+              <p class="mb-2">
+                {machineCount(macs.length)} bound to it keep{macs.length === 1 ? 's' : ''} that
+                binding, to an image that is no longer in the catalog: they have nothing to flash
+                until you bind them to another entry.
+              </p>
+              <ul class="mb-0 font-monospace small">
+                {macs.slice(0, CONFIRM_BOUND_SHOWN).map((mac) => (
+                  <li>
+                    <a href={`/ui/machines/${mac}`}>{mac}</a>
+                  </li>
+                ))}
+              </ul>
+              {macs.length > CONFIRM_BOUND_SHOWN ? (
+                <a class="small" href={`/ui/machines?q=${entry.ref}`}>
+                  and {formatCount(macs.length - CONFIRM_BOUND_SHOWN)} more
+                </a>
+              ) : null}
+            </div>
+          )}
+        </div>
+      </div>
+      <form id="confirm-delete-form" method="post" action={`/ui/catalog/${entry.ref}/delete`}>
+        <Csrf token={frame.csrf} />
+        <input type="hidden" name="confirm" value="1" />
+        <button type="submit" id="confirm-delete" class="btn btn-danger me-2">
+          <i class="bi bi-trash me-1" aria-hidden="true"></i>Delete entry
+        </button>
+        <a id="cancel-delete" class="btn btn-outline-secondary" href="/ui/catalog">
+          Cancel
+        </a>
+      </form>
+    </Layout>
+  );
+}
+
 /** Banners from the query a form's 303 left. */
 async function alertsFromQuery(ctx: WebContext, query: unknown): Promise<PageAlert[]> {
   const alerts: PageAlert[] = [];
@@ -602,6 +677,21 @@ export function registerCatalogPage(app: FastifyInstance, ctx: WebContext): void
         );
       }
       const ref = raw.toLowerCase();
+      if (field(req.body, 'confirm') !== '1') {
+        const entry = await getCatalogEntry(ctx.database.db, ref);
+        if (entry) {
+          const macs = (await boundMachines(ctx)).get(ref) ?? [];
+          return sendPage(
+            reply,
+            <DeleteConfirmPage
+              frame={frameOf(ctx, req, reply, 'catalog')}
+              entry={entry}
+              macs={macs}
+            />,
+          );
+        }
+        // Already gone: nothing to confirm, the same answer as a confirmed delete.
+      }
       const removed = await removeEntry(ctx, ref, ipOf(req));
       if (!removed) {
         return seeOther(

@@ -16,7 +16,7 @@ import {
 } from '../../db/events.ts';
 import { dashboardCounts, type DashboardCounts } from '../../db/stats.ts';
 import { ipxeBootFiles, IPXE_DIR, liveArtifacts } from '../../netboot-files.ts';
-import { EmptyRow, KindBadge, Time } from '../components.tsx';
+import { EmptyRow, KindBadge, liveTrigger, Time } from '../components.tsx';
 import { formatCount } from '../format.ts';
 import { frameOf, uiGuard, type Frame } from '../guard.ts';
 import { sendFragment, sendPage } from '../html.ts';
@@ -38,7 +38,7 @@ const ACTIVITY_PATH = '/ui/dashboard/activity';
 const CARD_ROWS = 10;
 
 /** Refetch on the live connection's events; throttled so a boot storm costs one fetch a second. */
-const ON_EVENTS = 'sse:events throttle:1s';
+const ON_EVENTS = liveTrigger('events');
 
 type Tone = 'plain' | 'warning' | 'danger' | 'active';
 
@@ -90,7 +90,7 @@ export function DashboardSummary({ counts }: { counts: DashboardCounts }) {
       class="row g-3 mb-3"
       aria-label="Fleet summary"
       hx-get={SUMMARY_PATH}
-      hx-trigger="sse:machines throttle:1s, sse:events throttle:1s"
+      hx-trigger={liveTrigger('machines', 'events')}
       hx-swap="outerHTML"
     >
       <CountCard

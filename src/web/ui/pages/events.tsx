@@ -20,7 +20,7 @@ import {
   type EventRow,
 } from '../../db/events.ts';
 import { isFailureKind } from '../../event-kinds.ts';
-import { EmptyRow, KindBadge, Pager, Time } from '../components.tsx';
+import { EmptyRow, KindBadge, liveTrigger, Pager, Time } from '../components.tsx';
 import { frameOf, uiGuard, type Frame } from '../guard.ts';
 import { seeOther, sendFragment, sendPage } from '../html.ts';
 import { Csrf, Layout, type PageAlert } from '../layout.tsx';
@@ -248,7 +248,7 @@ function EventsTable({ view, frame }: { view: EventsView; frame: Frame }) {
     view.page === 1 && view.q === ''
       ? {
           'hx-get': hrefWith(TABLE_FRAGMENT_PATH, params),
-          'hx-trigger': 'sse:events throttle:1s',
+          'hx-trigger': liveTrigger('events'),
           'hx-swap': 'outerHTML',
         }
       : {};

@@ -6,7 +6,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { WebContext } from '../../context.ts';
 import { SESSION_MAX_AGE_S } from '../../session.ts';
-import { csrfToken } from '../csrf.ts';
 import { frameOf, uiGuard } from '../guard.ts';
 import { seeOther, sendPage } from '../html.ts';
 import { BareLayout, DefaultPasswordBanner, Layout } from '../layout.tsx';
@@ -64,8 +63,6 @@ export function registerLoginPages(app: FastifyInstance, ctx: WebContext): void 
   app.get('/ui', { schema: { hide: true } }, (_req, reply) => seeOther(reply, '/ui/dashboard'));
   app.get('/ui/login', { schema: { hide: true } }, (req, reply) => {
     if (ctx.sessions.authenticate(req, reply)) return seeOther(reply, '/ui/dashboard');
-    // The token cookie now, so the first page after login already has it.
-    csrfToken(req, reply);
     return sendPage(reply, LoginPage({ defaultPassword: ctx.sessions.usingDefaultPassword }));
   });
 

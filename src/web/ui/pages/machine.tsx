@@ -7,7 +7,9 @@
  *   (writeMachineBinding, so event, policy reset and live update are the same), plus upstream's
  *   UI gate: a flash mode needs a target disk. A refusal re-renders the page (422) with what
  *   the operator entered; success is 303 back here with `?saved=1`;
- * - `POST /ui/machines/:mac/delete` (303 to the list, `?deleted=` or `?error=`);
+ * - `POST /ui/machines/:mac/delete`: with `confirm=1` (set by the browser dialog, or posted by
+ *   the confirmation page) deletes (303 to the list, `?deleted=` or `?error=`); without it, so
+ *   without JavaScript, answers a page saying what would be deleted, whose form posts `confirm=1`;
  * - `GET /ui/machines/:mac/panel` and `/events`: the live parts, refetched when the live stream
  *   says this machine changed.
  */
@@ -21,7 +23,7 @@ import {
   type BootCatalogEntry,
 } from '../../boot-offer.ts';
 import { clientIp, toBootMachine, type WebContext } from '../../context.ts';
-import { listCatalogEntries, type StoredCatalogEntry } from '../../db/catalog.ts';
+import { getCatalogEntry, listCatalogEntries, type StoredCatalogEntry } from '../../db/catalog.ts';
 import { queryEvents, type EventRow } from '../../db/events.ts';
 import { getLshw, getMachineRecord, type MachineRecord } from '../../db/machines.ts';
 import {
@@ -29,7 +31,7 @@ import {
   parseMachineUpsert,
   writeMachineBinding,
 } from '../../routes/machines.ts';
-import { CopyButton, KindBadge, MODE_HELP, ModeBadge, Time } from '../components.tsx';
+import { CopyButton, KindBadge, liveTrigger, MODE_HELP, ModeBadge, Time } from '../components.tsx';
 import { formatBytes, formatTime } from '../format.ts';
 import { frameOf, uiGuard, type Frame } from '../guard.ts';
 import { summariseLshwText, type HardwareSummary } from '../hardware.ts';
@@ -337,7 +339,7 @@ function MachinePanel({ view, now }: { view: MachineView; now: Date }) {
       id="machine-panel"
       class="card mb-3"
       hx-get={`${pagePath(view.mac)}/panel`}
-      hx-trigger={`sse:machine-${hexOf(view.mac)} throttle:1s`}
+      hx-trigger={liveTrigger(`machine-${hexOf(view.mac)}`)}
       hx-swap="outerHTML"
       aria-label="Machine summary"
     >
@@ -753,7 +755,7 @@ function EventsCard({ mac, events, now }: { mac: string; events: EventRow[]; now
       id="machine-events"
       class="card mb-3"
       hx-get={`${pagePath(mac)}/events`}
-      hx-trigger={`sse:machine-${hexOf(mac)} throttle:1s`}
+      hx-trigger={liveTrigger(`machine-${hexOf(mac)}`)}
       hx-swap="outerHTML"
       aria-labelledby="machine-events-title"
     >
@@ -805,6 +807,9 @@ function DeleteForm({ mac, frame }: { mac: string; frame: Frame }) {
   return (
     <form id="delete-machine" method="post" action={`${pagePath(mac)}/delete`} class="mb-3">
       <Csrf token={frame.csrf} />
+      {/* bty.js sets it to 1 when the operator accepts the dialog; left empty (no JavaScript),
+          the server answers the confirmation page instead of deleting. */}
+      <input type="hidden" name="confirm" value="" />
       <button
         type="submit"
         class="btn btn-outline-danger"
@@ -816,6 +821,78 @@ function DeleteForm({ mac, frame }: { mac: string; frame: Frame }) {
         <i class="bi bi-trash me-1" aria-hidden="true"></i>Delete record
       </button>
     </form>
+  );
+}
+
+/** What the delete confirmation page names: everything that goes, and what stays. */
+function DeleteConfirmPage({
+  frame,
+  record,
+  boundEntry,
+}: {
+  frame: Frame;
+  record: MachineRecord;
+  boundEntry: StoredCatalogEntry | null;
+}) {
+  const mac = record.row.mac;
+  const ref = record.row.bty_image_ref;
+  return (
+    <Layout frame={frame} title={`Delete machine ${mac}?`}>
+      <div class="card border-danger mb-3" id="delete-summary">
+        <div class="card-body">
+          <p>Deleting removes this machine's record:</p>
+          <dl class="row small">
+            <dt class="col-sm-3">MAC</dt>
+            <dd class="col-sm-9 font-monospace" id="delete-mac">
+              {mac}
+            </dd>
+            <dt class="col-sm-3">Labels</dt>
+            <dd class="col-sm-9" id="delete-labels">
+              {record.labels.length === 0 ? (
+                <span class="text-body-secondary">none</span>
+              ) : (
+                record.labels.join(', ')
+              )}
+            </dd>
+            <dt class="col-sm-3">Bound image</dt>
+            <dd class="col-sm-9" id="delete-image">
+              {boundEntry ? (
+                `${boundEntry.name} (${ref})`
+              ) : ref ? (
+                `${ref} (no catalog entry)`
+              ) : (
+                <span class="text-body-secondary">none</span>
+              )}
+            </dd>
+            <dt class="col-sm-3">Boot mode</dt>
+            <dd class="col-sm-9">{record.row.boot_mode}</dd>
+            <dt class="col-sm-3">Disk inventory</dt>
+            <dd class="col-sm-9">{record.disks === null ? 'none' : 'removed with the record'}</dd>
+          </dl>
+          <p class="mb-0">
+            Its events stay in the audit log. At its next PXE boot the machine is discovered again
+            as a new one, bound to no image.
+          </p>
+        </div>
+      </div>
+      <form id="confirm-delete-form" method="post" action={`${pagePath(mac)}/delete`}>
+        <Csrf token={frame.csrf} />
+        <input type="hidden" name="confirm" value="1" />
+        <button type="submit" id="confirm-delete" class="btn btn-danger me-2">
+          <i class="bi bi-trash me-1" aria-hidden="true"></i>Delete record
+        </button>
+        <a id="cancel-delete" class="btn btn-outline-secondary" href={pagePath(mac)}>
+          Cancel
+        </a>
+      </form>
+    </Layout>
+  );
+}
+
+/** The delete form's `confirm` field: exactly `1` once the operator has confirmed. */
+function deleteConfirmed(body: unknown): boolean {
+  return (
+    typeof body === 'object' && body !== null && (body as Record<string, unknown>).confirm === '1'
   );
 }
 
@@ -981,6 +1058,23 @@ export function registerMachinePage(app: FastifyInstance, ctx: WebContext): void
   app.post<{ Params: { mac: string } }>('/ui/machines/:mac/delete', route, async (req, reply) => {
     const mac = parseMac(req.params.mac);
     if (mac === null) return badMacPage(ctx, req, reply);
+    if (!deleteConfirmed(req.body)) {
+      const { db } = ctx.database;
+      const record = await getMachineRecord(db, mac);
+      if (record) {
+        const ref = record.row.bty_image_ref;
+        const boundEntry = ref ? await getCatalogEntry(db, ref) : null;
+        return sendPage(
+          reply,
+          <DeleteConfirmPage
+            frame={frameOf(ctx, req, reply, 'machines')}
+            record={record}
+            boundEntry={boundEntry}
+          />,
+        );
+      }
+      // No record: nothing to confirm, the same answer as a confirmed delete.
+    }
     const deleted = await deleteMachineRecord(ctx, mac, clientIp(req, ctx.trustedProxy));
     if (!deleted) {
       return seeOther(

@@ -37,6 +37,7 @@ import {
   Time,
   type FlashOutcome,
   type ProgressView,
+  liveTrigger,
 } from '../components.tsx';
 import { shortHash } from '../format.ts';
 import { frameOf, uiGuard, type Frame } from '../guard.ts';
@@ -87,6 +88,7 @@ async function loadView(ctx: WebContext, query: unknown): Promise<ListView> {
     filter,
     sort: sort.column,
     dir: sort.dir,
+    now: ctx.now(),
   };
   const paging = parsePaging(query);
   const { db } = ctx.database;
@@ -251,7 +253,7 @@ function MachineRows({ view, now }: { view: ListView; now: Date }) {
     <tbody
       id="machine-rows"
       hx-get={hrefWith(ROWS_PATH, view.params, { page: view.page === 1 ? undefined : view.page })}
-      hx-trigger="sse:machines throttle:1s"
+      hx-trigger={liveTrigger('machines')}
       hx-swap="outerHTML"
       data-total={view.total}
     >
