@@ -299,7 +299,7 @@ describe('GET /ui/dashboard', () => {
     const tftp = check(html, 'tftp');
     expect(tftp.ok).toBe('info');
     expect(tftp.text).toContain(
-      'TFTP is not enabled in bty-web; use an external TFTP server (see the cheatsheet)',
+      'TFTP is not enabled here ([tftp] enabled): legacy PXE firmware needs a TFTP server',
     );
     expect(tftp.href).toBe('/ui/settings#cheatsheet');
     expect(check(html, 'password')).toMatchObject({ ok: 'true', href: '/ui/account' });

@@ -8,6 +8,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { WebContext } from '../../context.ts';
+import { probeTftp } from '../../tftp-probe.ts';
 import {
   countUnacknowledgedFailures,
   listUnacknowledgedFailures,
@@ -151,6 +152,39 @@ interface Check {
   linkText: string;
 }
 
+/**
+ * TFTP: with `[tftp] enabled`, a probe of the configured address must be answered (DATA or an
+ * error for the boot file both prove a server listens); without it, advice only.
+ */
+async function tftpCheck(ctx: WebContext): Promise<Check> {
+  const tftp = ctx.config?.config.tftp;
+  if (!tftp?.enabled) {
+    return {
+      id: 'tftp',
+      title: 'TFTP',
+      ok: 'info',
+      detail:
+        'TFTP is not enabled here ([tftp] enabled): legacy PXE firmware needs a TFTP server ' +
+        'for the iPXE boot file; see the cheatsheet.',
+      href: '/ui/settings#cheatsheet',
+      linkText: 'Cheatsheet',
+    };
+  }
+  const host = !tftp.host || tftp.host === '0.0.0.0' ? '127.0.0.1' : tftp.host;
+  const probe = await probeTftp(host, tftp.port, 'undionly.kpxe');
+  return {
+    id: 'tftp',
+    title: 'TFTP listening',
+    ok: probe.state !== 'silent',
+    detail:
+      probe.state === 'silent'
+        ? `[tftp] is enabled but nothing answers: ${probe.detail}.`
+        : `${probe.detail}.`,
+    href: '/ui/settings#cheatsheet',
+    linkText: 'Cheatsheet',
+  };
+}
+
 async function readinessChecks(ctx: WebContext, catalogCount: number): Promise<Check[]> {
   const [artifacts, ipxe] = await Promise.all([
     liveArtifacts(ctx.bootDir, ctx.artifactVersion),
@@ -158,6 +192,7 @@ async function readinessChecks(ctx: WebContext, catalogCount: number): Promise<C
   ]);
   const missingArtifacts = artifacts.filter((f) => !f.present).map((f) => f.name);
   const missingIpxe = ipxe.filter((f) => !f.present).map((f) => f.name);
+  const tftp = await tftpCheck(ctx);
   const defaultPassword = ctx.sessions.usingDefaultPassword;
   return [
     {
@@ -194,14 +229,7 @@ async function readinessChecks(ctx: WebContext, catalogCount: number): Promise<C
       href: '/ui/catalog',
       linkText: catalogCount > 0 ? 'Catalog' : 'Add an image',
     },
-    {
-      id: 'tftp',
-      title: 'TFTP',
-      ok: 'info',
-      detail: 'TFTP is not enabled in bty-web; use an external TFTP server (see the cheatsheet)',
-      href: '/ui/settings#cheatsheet',
-      linkText: 'Cheatsheet',
-    },
+    tftp,
     {
       id: 'password',
       title: 'Admin password changed',
