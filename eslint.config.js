@@ -25,4 +25,17 @@ export default tseslint.config(
     files: ['**/*.js'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The UI's own scripts run in the browser, as plain scripts.
+    files: ['assets/ui/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: Object.fromEntries(
+        ['window', 'document', 'navigator', 'Element', 'setTimeout', 'Promise'].map((g) => [
+          g,
+          'readonly',
+        ]),
+      ),
+    },
+  },
 );
