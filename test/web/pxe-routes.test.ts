@@ -55,6 +55,17 @@ function getWithHost(path: string, host: string): Promise<{ status: number; body
     req.on('error', reject).end();
   });
 }
+/** A GET whose request target goes out exactly as written (fetch would resolve `%2e%2e`). */
+function rawGet(path: string): Promise<number> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, path }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject).end();
+  });
+}
 const post = (path: string, body: unknown) =>
   fetch(`${base}${path}`, {
     method: 'POST',
@@ -171,9 +182,9 @@ describe('bty-web open plane', () => {
     expect((await get('/boot/vmlinuz', { headers: { range: 'bytes=99-' } })).status).toBe(416);
     expect((await get('/boot/missing.efi')).status).toBe(404);
     for (const name of ['..%2fstate.db', '%2e%2e', '.hidden', 'a%00b']) {
-      const res = await get(`/boot/${name}`);
-      expect(res.status, name).toBeGreaterThanOrEqual(400);
-      expect(res.status, name).toBeLessThan(500);
+      const status = await rawGet(`/boot/${name}`);
+      expect(status, name).toBeGreaterThanOrEqual(400);
+      expect(status, name).toBeLessThan(500);
     }
   });
 
