@@ -661,7 +661,15 @@ describe('filter=flashing agrees with the dashboard', () => {
   it('leaves out a machine whose last progress is older than the window', async () => {
     clock = T0 + FLASHING_WINDOW_MS + 1;
     expect(await flashingNow()).toEqual({ listed: [FRESH], counted: 1 });
-    // Still in the unfiltered list: it is only not "flashing now".
-    expect(macsOf(await op.page('/ui/machines'))).toEqual([STALE, FRESH]);
+    // Still in the unfiltered list: it is only not "flashing now", and its bar says so.
+    const html = await op.page('/ui/machines');
+    expect(macsOf(html)).toEqual([STALE, FRESH]);
+    const bar = (mac: string) =>
+      new RegExp(`<div id="progress-${mac.replaceAll(':', '')}"[^>]*data-state="([a-z]+)"`).exec(
+        html,
+      )?.[1];
+    expect(bar(STALE)).toBe('stale');
+    expect(bar(FRESH)).toBe('running');
+    expect(html).toContain('no report since 10 min ago');
   });
 });

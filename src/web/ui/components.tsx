@@ -208,10 +208,13 @@ export function FlashProgress({
   mac,
   progress,
   outcome,
+  lastReport,
 }: {
   mac: string;
   progress: ProgressView | null;
   outcome?: FlashOutcome | null;
+  /** Set when the agent has gone quiet (`3 h ago`): the bar is greyed out and says so. */
+  lastReport?: string | null;
 }) {
   const id = progressId(mac);
   const live = { id };
@@ -251,7 +254,14 @@ export function FlashProgress({
       ? Math.min(100, Math.floor((progress.bytes_done / progress.bytes_total) * 100))
       : null;
   const failed = progress.phase === 'failed';
-  const bar = failed ? 'bg-danger' : progress.phase === 'verify' ? 'bg-info' : '';
+  const stale = !failed && Boolean(lastReport);
+  const bar = failed
+    ? 'bg-danger'
+    : stale
+      ? 'bg-secondary'
+      : progress.phase === 'verify'
+        ? 'bg-info'
+        : '';
   const details = [
     progress.phase,
     percent !== null ? `${percent}%` : formatBytes(progress.bytes_done),
@@ -260,7 +270,11 @@ export function FlashProgress({
     progress.resumes ? `${progress.resumes} resume${progress.resumes === 1 ? '' : 's'}` : '',
   ].filter(Boolean);
   return (
-    <div {...live} class="flash-progress" data-state={failed ? 'failed' : 'running'}>
+    <div
+      {...live}
+      class="flash-progress"
+      data-state={failed ? 'failed' : stale ? 'stale' : 'running'}
+    >
       <div
         class="progress"
         role="progressbar"
@@ -276,6 +290,7 @@ export function FlashProgress({
       </div>
       <div class="small text-body-secondary text-nowrap">{details.join(' · ')}</div>
       {progress.message ? <div class="small text-truncate">{progress.message}</div> : null}
+      {stale ? <div class="small text-warning-emphasis">no report since {lastReport}</div> : null}
     </div>
   );
 }

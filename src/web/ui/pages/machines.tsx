@@ -26,6 +26,7 @@ import {
   type MachineSort,
 } from '../../db/machine-list.ts';
 import { createMachineWithBinding, replaceLabels } from '../../db/machines.ts';
+import { FLASHING_WINDOW_MS } from '../../db/stats.ts';
 import { parseMachineUpsert, publishEvent } from '../../routes/machines.ts';
 import {
   CopyButton,
@@ -39,7 +40,7 @@ import {
   type ProgressView,
   liveTrigger,
 } from '../components.tsx';
-import { shortHash } from '../format.ts';
+import { formatAgo, shortHash } from '../format.ts';
 import { frameOf, uiGuard, type Frame } from '../guard.ts';
 import { seeOther, sendFragment, sendPage } from '../html.ts';
 import { Csrf, Layout } from '../layout.tsx';
@@ -214,7 +215,18 @@ function MachineRow({ row, now }: { row: MachineListRow; now: Date }) {
         <Time value={row.last_flashed_at} now={now} ago />
       </td>
       <td class="flash-cell">
-        <FlashProgress mac={row.mac} progress={progress} outcome={outcome} />
+        <FlashProgress
+          mac={row.mac}
+          progress={progress}
+          outcome={outcome}
+          lastReport={
+            progress &&
+            row.progress_at &&
+            now.getTime() - Date.parse(row.progress_at) > FLASHING_WINDOW_MS
+              ? formatAgo(row.progress_at, now)
+              : null
+          }
+        />
       </td>
     </tr>
   );
