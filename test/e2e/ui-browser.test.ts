@@ -291,6 +291,11 @@ describe('safety', () => {
     expect(await page.evaluate(() => (window as { __pwned?: number }).__pwned)).toBeUndefined();
   });
 
+  it('a result banner cannot be put on a page by a link', async () => {
+    await page.goto(`${web.base}/ui/machines?error=Session+expired%2C+log+in+at+evil.example`);
+    expect(await page.textContent('main')).not.toContain('evil.example');
+  });
+
   it('a form post without the CSRF token is refused and changes nothing', async () => {
     await page.goto(`${web.base}/ui/machines/${MAC}`);
     const status = await page.evaluate(async (mac) => {

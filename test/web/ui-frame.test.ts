@@ -505,3 +505,22 @@ describe('errors are pages, never stack traces', () => {
     }
   });
 });
+
+describe('result banners', () => {
+  it('come only from the console itself, never from a link elsewhere', async () => {
+    const client = await operator(server);
+    const url = '/ui/machines?error=Your+session+expired%2C+log+in+at+evil.example';
+    const text = 'Your session expired, log in at evil.example';
+    for (const [site, shown] of [
+      ['same-origin', true],
+      [undefined, true],
+      ['cross-site', false],
+      ['same-site', false],
+      ['none', false],
+    ] as const) {
+      const res = await client.get(url, site ? { 'sec-fetch-site': site } : {});
+      expect(res.status).toBe(200);
+      expect((await res.text()).includes(text), String(site)).toBe(shown);
+    }
+  });
+});

@@ -30,6 +30,7 @@ export async function registerUi(app: FastifyInstance, ctx: WebContext): Promise
     // multipart/form-data for the upload and import forms, only under /ui.
     await scope.register(multipart, { limits: { fileSize: UI_UPLOAD_LIMIT, files: 1 } });
     scope.setErrorHandler((err: FastifyError, req, reply) => uiError(ctx, err, req, reply));
+    scope.addHook('onRequest', async (req) => dropForeignNotices(req));
     registerUiLive(scope, ctx);
     registerDashboardPage(scope, ctx);
     registerMachinesPage(scope, ctx);
@@ -93,4 +94,38 @@ export function uiNotFound(
     }),
     404,
   );
+}
+
+/**
+ * The query parameters that carry a result banner after a form post (`?error=…`, `?deleted=…`).
+ * Their text is escaped, but a link from elsewhere could still make a console page show a
+ * message of someone else's choosing ("session expired, log in at …").
+ */
+export const NOTICE_PARAMS = [
+  'error',
+  'saved',
+  'deleted',
+  'missing',
+  'created',
+  'added',
+  'imported',
+  'added_count',
+  'updated_count',
+  'uploaded',
+  'machine',
+  'ref',
+] as const;
+
+/**
+ * Banners are shown only when the page was reached from the console itself: browsers label
+ * every navigation with `Sec-Fetch-Site`, which is `same-origin` after our own redirect and
+ * `cross-site`, `same-site` or `none` (typed, bookmarked, opened from a mail) otherwise. A client
+ * that sends no such header (a script, an old browser) keeps them.
+ */
+export function dropForeignNotices(req: FastifyRequest): void {
+  const site = req.headers['sec-fetch-site'];
+  if (req.method !== 'GET' || site === undefined || site === 'same-origin') return;
+  const query = req.query as Record<string, unknown> | null;
+  if (typeof query !== 'object' || query === null) return;
+  for (const name of NOTICE_PARAMS) delete query[name];
 }
