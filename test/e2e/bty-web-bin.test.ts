@@ -1,23 +1,15 @@
 /** bin/bty-web as an operator runs it: start, answer, stop on SIGTERM; bad configuration exits 2. */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { freeTcpPort } from '../helpers/ports.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../bin/bty-web', import.meta.url).pathname;
 let dir: string;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'bty-web-bin-'));
@@ -28,7 +20,7 @@ afterAll(async () => {
 });
 
 it('starts on the embedded defaults, serves the PXE plane, and stops promptly on SIGTERM', async () => {
-  const port = await freePort();
+  const port = await freeTcpPort();
   const child = spawn(BIN, ['--host', '127.0.0.1', '--port', String(port)], {
     env: {
       ...process.env,

@@ -24,7 +24,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,6 +39,7 @@ import {
   type QemuMachine,
   type QemuOptions,
 } from '../helpers/qemu.ts';
+import { freeTcpPort } from '../helpers/ports.ts';
 
 const BIN = new URL('../../bin/bty-web', import.meta.url).pathname;
 /** QEMU's own OUI; fixed so the records and URLs are predictable. */
@@ -64,16 +64,8 @@ const timings: string[] = [];
 /** Which source each read or write used: `api` or `db`. */
 const used = new Set<string>();
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 async function startWeb(stateDir: string): Promise<NonNullable<typeof web>> {
-  const port = await freePort();
+  const port = await freeTcpPort();
   const child = spawn(BIN, ['--host', '127.0.0.1', '--port', String(port)], {
     env: { ...process.env, BTY_PATHS_STATE_DIR: stateDir, BTY_CONFIG_FILE: '', BTY_CONFIG_DIR: '' },
     stdio: ['ignore', 'ignore', 'pipe'],

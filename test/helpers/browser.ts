@@ -5,10 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
+import { freeTcpPort } from './ports.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -42,14 +42,6 @@ export async function closeChromium(browser: Browser | undefined): Promise<void>
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 export interface WebProcess {
   base: string;
   dir: string;
@@ -63,7 +55,7 @@ const BIN = new URL('../../bin/bty-web', import.meta.url).pathname;
 /** bin/bty-web on 127.0.0.1 with a fresh state folder and `env` (e.g. BTY_ADMIN_PASSWORD). */
 export async function startBtyWeb(env: Record<string, string> = {}): Promise<WebProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'bty-ui-e2e-'));
-  const port = await freePort();
+  const port = await freeTcpPort();
   const child = spawn(BIN, ['--host', '127.0.0.1', '--port', String(port)], {
     env: {
       ...process.env,

@@ -28,10 +28,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, chown, constants, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
+import { freeTcpPort } from './ports.ts';
 
 const run = promisify(execFile);
 
@@ -269,7 +269,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<PgSe
 
     let port = 0;
     for (let attempt = 1; ; attempt++) {
-      port = await freePort();
+      port = await freeTcpPort();
       log = '';
       const proc = spawn(
         pg.postgres,
@@ -415,18 +415,6 @@ async function initdb(
       : '';
     throw new Error(`initdb failed:\n${out}${hint}`, { cause: err });
   }
-}
-
-/** A port that was free a moment ago: bind port 0 on 127.0.0.1, read it, release it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -8,6 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listCatalogEntries } from '../../src/web/db/catalog.ts';
 import { operator, startUiServer, type UiClient, type UiServer } from '../helpers/ui.ts';
+import { hiddenFields, textOfId } from '../helpers/html.ts';
 
 let server: UiServer;
 let op: UiClient;
@@ -54,42 +55,6 @@ function rowOf(html: string, name: string): string {
 
 function refOf(row: string): string {
   return /data-ref="([0-9a-f]{64})"/.exec(row)?.[1] ?? '';
-}
-
-/** The text of the element with this id: tags stripped, whitespace collapsed, entities decoded. */
-function textOf(html: string, id: string): string {
-  const start = html.indexOf(`id="${id}"`);
-  if (start < 0) return '';
-  const open = html.lastIndexOf('<', start);
-  const tag = /^<([a-z0-9]+)/.exec(html.slice(open))![1]!;
-  const close = html.indexOf(`</${tag}>`, start);
-  return decode(
-    html
-      .slice(open, close)
-      .replace(/<[^>]+>/g, ' ')
-      .replace(/\s+/g, ' ')
-      .trim(),
-  );
-}
-
-function decode(text: string): string {
-  return text
-    .replaceAll('&lt;', '<')
-    .replaceAll('&gt;', '>')
-    .replaceAll('&quot;', '"')
-    .replaceAll('&#39;', "'")
-    .replaceAll('&amp;', '&');
-}
-
-/** The hidden inputs of `<form id=…>` as the browser would post them. */
-function formFields(html: string, id: string): Record<string, string> {
-  const form = new RegExp(`<form id="${id}"[\\s\\S]*?</form>`).exec(html)?.[0] ?? '';
-  const fields: Record<string, string> = {};
-  for (const input of form.match(/<input type="hidden"[^>]*>/g) ?? []) {
-    const name = /name="([^"]*)"/.exec(input)?.[1];
-    if (name) fields[name] = decode(/value="([^"]*)"/.exec(input)?.[1] ?? '');
-  }
-  return fields;
 }
 
 async function entryNames(): Promise<string[]> {
@@ -441,9 +406,9 @@ describe('deleting an entry', () => {
       expect(res.status).toBe(200);
       const html = await res.text();
       expect(html).toContain('<title>Delete catalog entry asked? · bty</title>');
-      expect(textOf(html, 'delete-name')).toBe('asked');
-      expect(textOf(html, 'delete-src')).toBe(src);
-      const bound = textOf(html, 'delete-bound');
+      expect(textOfId(html, 'delete-name')).toBe('asked');
+      expect(textOfId(html, 'delete-src')).toBe(src);
+      const bound = textOfId(html, 'delete-bound');
       expect(bound).toContain('2 machines bound to it keep that binding');
       expect(bound).toContain('52:54:00:00:31:01 52:54:00:00:31:02');
       expect(html).toMatch(
@@ -451,7 +416,7 @@ describe('deleting an entry', () => {
           `<form id="confirm-delete-form" method="post" action="/ui/catalog/${ref}/delete"`,
         ),
       );
-      const form = formFields(html, 'confirm-delete-form');
+      const form = hiddenFields(html, 'confirm-delete-form');
       expect(form.confirm).toBe('1');
       expect(form._csrf).toBeTruthy();
       expect(html).toMatch(/<button type="submit" id="confirm-delete" class="btn btn-danger/);
@@ -464,7 +429,7 @@ describe('deleting an entry', () => {
     const page = await op.post(`/ui/catalog/${ref}/delete`);
     const confirmed = await op.post(
       `/ui/catalog/${ref}/delete`,
-      formFields(await page.text(), 'confirm-delete-form'),
+      hiddenFields(await page.text(), 'confirm-delete-form'),
       { csrf: false },
     );
     expect(confirmed.status).toBe(303);
@@ -477,7 +442,7 @@ describe('deleting an entry', () => {
     const ref = await addByJson({ src: 'https://images.example.org/lonely.img', name: 'lonely' });
     const res = await op.post(`/ui/catalog/${ref}/delete`);
     expect(res.status).toBe(200);
-    expect(textOf(await res.text(), 'delete-bound')).toBe('No machine is bound to it.');
+    expect(textOfId(await res.text(), 'delete-bound')).toBe('No machine is bound to it.');
     expect(await entryNames()).toContain('lonely');
   });
 

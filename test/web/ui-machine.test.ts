@@ -9,6 +9,7 @@ import { decideBootOffer, type BootMachine } from '../../src/web/boot-offer.ts';
 import { queryEvents } from '../../src/web/db/events.ts';
 import { describeNextBoot } from '../../src/web/ui/next-boot.ts';
 import { operator, startUiServer, UiClient, type UiServer } from '../helpers/ui.ts';
+import { decodeEntities, hiddenFields, textOfId } from '../helpers/html.ts';
 
 const DAY_MS = 86_400_000;
 const T0 = Date.parse('2026-11-29T12:00:00.000Z');
@@ -177,42 +178,6 @@ async function eventKinds(mac: string): Promise<string[]> {
   return events.map((e) => e.kind);
 }
 
-/** The text of the element with this id (tags stripped, whitespace collapsed). */
-function textOf(html: string, id: string): string {
-  const start = html.indexOf(`id="${id}"`);
-  if (start < 0) return '';
-  const open = html.lastIndexOf('<', start);
-  const tag = /^<([a-z0-9]+)/.exec(html.slice(open))![1]!;
-  // Same-tag nesting is counted, so a <div> inside the element does not end it early.
-  const re = new RegExp(`<${tag}[\\s>]|</${tag}>`, 'g');
-  re.lastIndex = open + 1;
-  let depth = 1;
-  let end = html.length;
-  for (let m = re.exec(html); m; m = re.exec(html)) {
-    depth += m[0].startsWith('</') ? -1 : 1;
-    if (depth === 0) {
-      end = m.index;
-      break;
-    }
-  }
-  return decode(
-    html
-      .slice(open, end)
-      .replace(/<[^>]+>/g, ' ')
-      .replace(/\s+/g, ' ')
-      .trim(),
-  );
-}
-
-function decode(text: string): string {
-  return text
-    .replaceAll('&lt;', '<')
-    .replaceAll('&gt;', '>')
-    .replaceAll('&quot;', '"')
-    .replaceAll('&#39;', "'")
-    .replaceAll('&amp;', '&');
-}
-
 /** The selected option's value of `<select name=…>`. */
 function selected(html: string, name: string): string | null {
   const select = new RegExp(`<select[^>]*name="${name}"[^>]*>([\\s\\S]*?)</select>`).exec(html);
@@ -225,18 +190,7 @@ function selected(html: string, name: string): string | null {
 function inputValue(html: string, name: string): string | null {
   const input = new RegExp(`<input[^>]*name="${name}"[^>]*>`).exec(html);
   if (!input) return null;
-  return decode(/value="([^"]*)"/.exec(input[0])?.[1] ?? '');
-}
-
-/** The hidden inputs of `<form id=…>` as the browser would post them. */
-function formFields(html: string, id: string): Record<string, string> {
-  const form = new RegExp(`<form id="${id}"[\\s\\S]*?</form>`).exec(html)?.[0] ?? '';
-  const fields: Record<string, string> = {};
-  for (const input of form.match(/<input type="hidden"[^>]*>/g) ?? []) {
-    const name = /name="([^"]*)"/.exec(input)?.[1];
-    if (name) fields[name] = decode(/value="([^"]*)"/.exec(input)?.[1] ?? '');
-  }
-  return fields;
+  return decodeEntities(/value="([^"]*)"/.exec(input[0])?.[1] ?? '');
 }
 
 describe('GET /ui/machines/:mac', () => {
@@ -266,7 +220,7 @@ describe('GET /ui/machines/:mac', () => {
     const html = await op.page(`/ui/machines/${mac}`);
     expect(html).toContain(`data-copy="${mac}"`);
     expect(html).toContain('bty-inventory</span>');
-    expect(textOf(html, 'next-boot')).toBe(
+    expect(textOfId(html, 'next-boot')).toBe(
       'next boot: live environment to report disks (bty-inventory)',
     );
     // Live refresh of the header when the stream names this machine.
@@ -275,7 +229,7 @@ describe('GET /ui/machines/:mac', () => {
       `hx-trigger="sse:machine-${hex} throttle:1s, sse:machine-${hex} delay:1500ms"`,
     );
 
-    const hardware = textOf(html, 'hardware');
+    const hardware = textOfId(html, 'hardware');
     expect(hardware).toContain('AMD EPYC 7302P 16-Core Processor, 16 cores, 32 threads');
     expect(hardware).toContain('32.0 GiB in 2 modules');
     expect(hardware).toContain('enp1s0');
@@ -288,7 +242,7 @@ describe('GET /ui/machines/:mac', () => {
     expect(html).toContain(`href="/machines/${mac}/disks.json"`);
     expect((await api('GET', `/machines/${mac}/lshw.json`)).status).toBe(200);
 
-    const events = textOf(html, 'machine-events');
+    const events = textOfId(html, 'machine-events');
     expect(events).toContain('machine.discovered');
     expect(events).toContain('machine.inventory');
     expect(html).toContain(`href="/ui/events?q=${encodeURIComponent(mac)}"`);
@@ -330,7 +284,7 @@ describe('GET /ui/machines/:mac', () => {
     const html = await op.page(`/ui/machines/${mac}`);
     expect(html).not.toContain('id="hardware"');
     expect(html).toMatch(/<input[^>]*type="text"[^>]*id="target_disk_serial"/);
-    expect(textOf(html, 'target-disk-help')).toContain('No disk inventory exists yet');
+    expect(textOfId(html, 'target-disk-help')).toContain('No disk inventory exists yet');
   });
 
   it('the panel fragment is the header with the next-boot line', async () => {
@@ -340,7 +294,7 @@ describe('GET /ui/machines/:mac', () => {
     expect(res.status).toBe(200);
     const html = await res.text();
     expect(html.startsWith('<section id="machine-panel"')).toBe(true);
-    expect(textOf(html, 'next-boot')).toContain('bty-inventory');
+    expect(textOfId(html, 'next-boot')).toContain('bty-inventory');
     const events = await (await op.get(`/ui/machines/${mac}/events`)).text();
     expect(events).toContain('id="machine-events"');
     expect(events).toContain('machine.discovered');
@@ -354,7 +308,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
     await postInventory(mac);
     const ref = await addEntry('debian-13');
     const before = await op.page(`/ui/machines/${mac}`);
-    expect(textOf(before, 'next-boot')).toBe(
+    expect(textOfId(before, 'next-boot')).toBe(
       'next boot: live environment to report disks (bty-inventory)',
     );
     expect(before).toMatch(
@@ -388,7 +342,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
 
     const after = await op.page(`/ui/machines/${mac}?saved=1`);
     expect(after).toMatch(/class="alert alert-success"[^>]*>Saved\.</);
-    expect(textOf(after, 'next-boot')).toBe(
+    expect(textOfId(after, 'next-boot')).toBe(
       'next boot: flash debian-13 onto S3Z9NB0K123 (Samsung 980)',
     );
     expect(after).not.toContain('id="gate-banner"');
@@ -396,7 +350,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
     expect(selected(after, 'bty_image_ref')).toBe(ref);
     expect(selected(after, 'target_disk_serial')).toBe('S3Z9NB0K123');
     expect(inputValue(after, 'labels')).toBe('lab, rack-1');
-    expect(textOf(after, 'machine-events')).toContain('machine.upserted');
+    expect(textOfId(after, 'machine-events')).toContain('machine.upserted');
 
     // The page's words are the offer /pxe/<mac> now makes.
     const script = await (await fetch(`${server.base}/pxe/${mac}`)).text();
@@ -420,11 +374,11 @@ describe('POST /ui/machines/:mac (the form)', () => {
     const html = await res.text();
     const banner = /<div id="gate-banner" class="alert alert-danger"/.test(html);
     expect(banner).toBe(true);
-    expect(textOf(html, 'gate-banner')).toContain(
+    expect(textOfId(html, 'gate-banner')).toContain(
       'boot_mode=bty-flash-always requires a target disk; pick one from the Target disk dropdown',
     );
     // An inventory exists: no power-cycle advice needed.
-    expect(textOf(html, 'gate-banner')).not.toContain('power-cycle');
+    expect(textOfId(html, 'gate-banner')).not.toContain('power-cycle');
     // What the operator chose is still there.
     expect(selected(html, 'boot_mode')).toBe('bty-flash-always');
     expect(selected(html, 'bty_image_ref')).toBe(ref);
@@ -449,7 +403,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
       labels: '',
     });
     expect(res.status).toBe(422);
-    const banner = textOf(await res.text(), 'gate-banner');
+    const banner = textOfId(await res.text(), 'gate-banner');
     expect(banner).toContain('boot_mode=bty-flash-once requires a target disk');
     expect(banner).toContain('power-cycle the machine once');
     expect(banner).toContain('bty-inventory');
@@ -467,7 +421,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
     });
     expect(res.status).toBe(422);
     const html = await res.text();
-    expect(textOf(html, 'form-error')).toContain('Not saved: sanboot_drive:');
+    expect(textOfId(html, 'form-error')).toContain('Not saved: sanboot_drive:');
     expect(inputValue(html, 'sanboot_drive')).toBe('0xzz');
     expect(inputValue(html, 'labels')).toBe('keep-me, also');
     expect(inputValue(html, 'target_disk_serial')).toBe('TYPED-SERIAL');
@@ -489,7 +443,7 @@ describe('POST /ui/machines/:mac (the form)', () => {
     const html = await res.text();
     expect(html).not.toContain('<script>alert(1)');
     expect(html).toContain('value="&lt;script>alert(1)&lt;/script>"');
-    expect(textOf(html, 'form-error')).toContain('labels: "<script>alert(1)</script>"');
+    expect(textOfId(html, 'form-error')).toContain('labels: "<script>alert(1)</script>"');
     expect((await machineJson(mac))!.labels).toEqual([]);
   });
 
@@ -522,8 +476,8 @@ describe('gate banners from the stored state', () => {
     expect(put.status).toBe(200);
     const html = await op.page(`/ui/machines/${mac}`);
     expect(html).toMatch(/<p[^>]*data-gate="flash-without-disk"/);
-    expect(textOf(html, 'gate-banner')).toContain('bty-flash-once has no target disk');
-    expect(textOf(html, 'next-boot')).toBe(
+    expect(textOfId(html, 'gate-banner')).toContain('bty-flash-once has no target disk');
+    expect(textOfId(html, 'next-boot')).toBe(
       'next boot: nothing to flash — flash mode without a target disk; the machine exits to its local disk',
     );
   });
@@ -542,10 +496,10 @@ describe('gate banners from the stored state', () => {
     expect((await api('DELETE', `/catalog/entries/${ref}`)).status).toBe(204);
     const html = await op.page(`/ui/machines/${mac}`);
     expect(html).toMatch(/<p[^>]*data-gate="orphan-image"/);
-    expect(textOf(html, 'gate-banner')).toContain(
+    expect(textOfId(html, 'gate-banner')).toContain(
       `The bound image ${ref.slice(0, 12)}… is not in the catalog`,
     );
-    expect(textOf(html, 'next-boot')).toBe(
+    expect(textOfId(html, 'next-boot')).toBe(
       `next boot: nothing to flash — the bound image ${ref.slice(0, 12)} is not in the catalog; ` +
         'the machine exits to its local disk',
     );
@@ -567,7 +521,7 @@ describe('gate banners from the stored state', () => {
     expect(html).toMatch(/<p[^>]*data-gate="target-not-in-inventory"/);
     expect(html).not.toContain('data-gate="stale-inventory"');
     expect(selected(html, 'target_disk_serial')).toBe('GONE-123');
-    expect(textOf(html, 'next-boot')).toBe('next boot: boot the local disk (ipxe-exit)');
+    expect(textOfId(html, 'next-boot')).toBe('next boot: boot the local disk (ipxe-exit)');
 
     clock += 45 * DAY_MS;
     try {
@@ -577,7 +531,7 @@ describe('gate banners from the stored state', () => {
     }
     // The policy change cleared the inventory's time; its age comes from the inventory event.
     expect(html).toMatch(/<p[^>]*data-gate="stale-inventory"/);
-    expect(textOf(html, 'gate-banner')).toContain('The disk inventory is 45 days old');
+    expect(textOfId(html, 'gate-banner')).toContain('The disk inventory is 45 days old');
     expect(html).toContain('data-inventory="stale"');
   });
 });
@@ -592,7 +546,7 @@ describe('POST /ui/machines/:mac/delete', () => {
     );
     expect(html).toContain(`data-confirm="Delete the record of ${mac}?`);
     // Empty until the JavaScript dialog is accepted: without JavaScript the server asks.
-    expect(formFields(html, 'delete-machine').confirm).toBe('');
+    expect(hiddenFields(html, 'delete-machine').confirm).toBe('');
     const res = await op.post(`/ui/machines/${mac}/delete`, { confirm: '1' });
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe(`/ui/machines?deleted=${mac}`);
@@ -615,17 +569,17 @@ describe('POST /ui/machines/:mac/delete', () => {
       expect(res.status).toBe(200);
       const html = await res.text();
       expect(html).toContain(`<title>Delete machine ${mac}? · bty</title>`);
-      const summary = textOf(html, 'delete-summary');
-      expect(textOf(html, 'delete-mac')).toBe(mac);
-      expect(textOf(html, 'delete-labels')).toBe('db, rack-9');
-      expect(textOf(html, 'delete-image')).toBe(`confirm-me (${ref})`);
+      const summary = textOfId(html, 'delete-summary');
+      expect(textOfId(html, 'delete-mac')).toBe(mac);
+      expect(textOfId(html, 'delete-labels')).toBe('db, rack-9');
+      expect(textOfId(html, 'delete-image')).toBe(`confirm-me (${ref})`);
       expect(summary).toContain('Its events stay in the audit log.');
       expect(html).toMatch(
         new RegExp(
           `<form id="confirm-delete-form" method="post" action="/ui/machines/${mac}/delete"`,
         ),
       );
-      const form = formFields(html, 'confirm-delete-form');
+      const form = hiddenFields(html, 'confirm-delete-form');
       expect(form.confirm).toBe('1');
       expect(form._csrf).toBeTruthy();
       expect(html).toMatch(/<button type="submit" id="confirm-delete" class="btn btn-danger/);
@@ -640,7 +594,7 @@ describe('POST /ui/machines/:mac/delete', () => {
     const page = await op.post(`/ui/machines/${mac}/delete`);
     const confirmed = await op.post(
       `/ui/machines/${mac}/delete`,
-      formFields(await page.text(), 'confirm-delete-form'),
+      hiddenFields(await page.text(), 'confirm-delete-form'),
       { csrf: false },
     );
     expect(confirmed.status).toBe(303);
@@ -655,8 +609,8 @@ describe('POST /ui/machines/:mac/delete', () => {
     const res = await op.post(`/ui/machines/${mac}/delete`);
     expect(res.status).toBe(200);
     const html = await res.text();
-    expect(textOf(html, 'delete-labels')).toBe('none');
-    expect(textOf(html, 'delete-image')).toBe('none');
+    expect(textOfId(html, 'delete-labels')).toBe('none');
+    expect(textOfId(html, 'delete-image')).toBe('none');
     expect(await machineJson(mac)).not.toBeNull();
   });
 

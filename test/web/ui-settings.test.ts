@@ -12,6 +12,7 @@ import { CONFIG_SCHEMA, loadConfig, type LoadedConfig } from '../../src/web/conf
 import { ipxeBootFiles } from '../../src/web/netboot-files.ts';
 import { dnsmasqSnippet } from '../../src/web/ui/cheatsheet.ts';
 import { operator, startUiServer, type UiClient, type UiServer } from '../helpers/ui.ts';
+import { decodeEntities } from '../helpers/html.ts';
 
 const ADMIN_PASSWORD = 's3cret-admin-pw';
 const DB_PASSWORD = 'db-pa55word';
@@ -32,7 +33,11 @@ function configRows(html: string): Map<string, Row> {
     /<tr data-key="([^"]+)" data-source="([^"]+)">([\s\S]*?)<\/tr>/g,
   )) {
     const cell = /<td>([\s\S]*?)<\/td>/.exec(m[3]!)?.[1] ?? '';
-    rows.set(m[1]!, { source: m[2]!, value: decode(cell.replace(/<[^>]+>/g, '')), html: m[3]! });
+    rows.set(m[1]!, {
+      source: m[2]!,
+      value: decodeEntities(cell.replace(/<[^>]+>/g, '')),
+      html: m[3]!,
+    });
   }
   return rows;
 }
@@ -42,16 +47,7 @@ function snippetText(html: string, server: string): string {
   const block = new RegExp(
     `id="cheatsheet-${server}"[\\s\\S]*?<pre class="cheatsheet[^"]*"><code>([\\s\\S]*?)</code></pre>`,
   ).exec(html);
-  return decode(block?.[1] ?? '');
-}
-
-function decode(text: string): string {
-  return text
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&amp;/g, '&');
+  return decodeEntities(block?.[1] ?? '');
 }
 
 /** A GET with a chosen Host header (fetch does not let a caller set Host). */
@@ -271,7 +267,7 @@ describe('settings page on the defaults', () => {
       const block = new RegExp(`id="cheatsheet-${server}"[\\s\\S]*?</pre>`).exec(html)?.[0] ?? '';
       expect(block, server).toContain('<pre class="cheatsheet');
       const copied = /data-copy="([^"]*)"/.exec(block)?.[1];
-      expect(decode(copied ?? ''), server).toBe(snippetText(html, server));
+      expect(decodeEntities(copied ?? ''), server).toBe(snippetText(html, server));
     }
     expect(snippetText(html, 'kea')).toContain('"client-classes"');
     expect(html).toMatch(/pxe-bootstrap\.ipxe/);

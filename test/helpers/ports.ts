@@ -1,0 +1,14 @@
+/** Ports for servers a test starts on loopback. */
+import { createServer, type AddressInfo } from 'node:net';
+
+/** A TCP port that was free a moment ago: bind port 0 on 127.0.0.1, read it, release it. */
+export function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
