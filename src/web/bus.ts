@@ -22,7 +22,9 @@ export type LiveMessage =
       message?: string;
     }
   | { type: 'status'; mac: string; status: 'done' | 'failed'; reason?: string }
-  | { type: 'event'; id: number; kind: string; summary: string; subject_id: string | null };
+  | { type: 'event'; id: number; kind: string; summary: string; subject_id: string | null }
+  /** Audit events acknowledged (or un-acknowledged) by an operator. */
+  | { type: 'ack'; ids: number[]; acknowledged: boolean };
 
 export type LiveMessageType = LiveMessage['type'];
 

@@ -198,10 +198,16 @@ describe('GET /ui/events', () => {
     expect(before).toContain('name="return_to" value="/ui/events"');
     expect(before).toContain('name="_csrf"');
 
+    // Other tabs hear of it: the live bus carries the acknowledgement.
+    const heard: unknown[] = [];
+    const stop = server.bus.subscribe((m) => {
+      if (m.type === 'ack') heard.push(m);
+    });
     const res = await ui.post(`/ui/events/${id}/ack`, { return_to: '/ui/events?q=failed' });
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/ui/events?q=failed');
     expect(await acknowledged(server.database, id)).toBe(true);
+    expect(heard).toEqual([{ type: 'ack', ids: [id], acknowledged: true }]);
 
     const after = rowOf(await ui.page('/ui/events?q=failed'), id);
     expect(after).toContain('data-acknowledged="true"');
@@ -214,6 +220,8 @@ describe('GET /ui/events', () => {
     const clear = await ui.post(`/ui/events/${id}/unack`, { return_to: '/ui/events' });
     expect(clear.status).toBe(303);
     expect(await acknowledged(server.database, id)).toBe(false);
+    expect(heard.at(-1)).toEqual({ type: 'ack', ids: [id], acknowledged: false });
+    stop();
   });
 
   it('refuses an acknowledgement without the CSRF token and changes nothing', async () => {

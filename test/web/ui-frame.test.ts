@@ -446,6 +446,15 @@ describe('/ui/live', () => {
     });
     expect(frames.find((f) => f.event === 'events')!.data).toBe('42');
   });
+
+  it('an acknowledgement is an `events` trigger too (other tabs drop the failure)', async () => {
+    const client = await operator(server);
+    const frames = await readLive(client, ['events'], 5000, () => {
+      server.bus.publish({ type: 'ack', ids: [7], acknowledged: true });
+      return Promise.resolve();
+    });
+    expect(frames.find((f) => f.event === 'events')!.data).toBe('ack');
+  });
 });
 
 describe('errors are pages, never stack traces', () => {

@@ -192,6 +192,7 @@ export function registerEventRoutes(scope: FastifyInstance, ctx: WebContext): vo
         );
       }
       if (!(await acknowledgeEvent(db, id))) return detail(reply, 404, `no event with id ${id}`);
+      ctx.bus.publish({ type: 'ack', ids: [id], acknowledged: true });
       return { id, acknowledged: true };
     },
   );

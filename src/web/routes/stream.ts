@@ -2,7 +2,7 @@
  * Live events over Server-Sent Events (session required):
  *
  * - `GET /events/stream`: every bus message — machine changes, PXE offers, inventories,
- *   flash progress, final statuses and new audit events — as `event: <type>` and one
+ *   flash progress, final statuses, new audit events and acknowledgements — as `event: <type>` and one
  *   `data: <JSON of the message>` line.
  * - `GET /events/machines`: upstream's machine stream (upstream-web §10.2): the same frames,
  *   machine-related only (everything but `event`). Upstream pushed rendered HTML fragments
@@ -195,7 +195,8 @@ class StreamHub {
 }
 
 const everything = (): boolean => true;
-const machineRelated = (message: LiveMessage): boolean => message.type !== 'event';
+const machineRelated = (message: LiveMessage): boolean =>
+  message.type !== 'event' && message.type !== 'ack';
 
 /** The 200 of a stream sending these message types. */
 const frames = (types: string) =>
@@ -208,15 +209,15 @@ const frames = (types: string) =>
 const STREAM_DOC: RouteDoc = protectedRoute({
   summary: 'Live updates',
   description:
-    'Every live message as Server-Sent Events: machine changes, PXE offers, inventories, flash progress, final statuses and new audit events.',
+    'Every live message as Server-Sent Events: machine changes, PXE offers, inventories, flash progress, final statuses, new audit events and acknowledgements.',
   tags: ['stream'],
-  response: { 200: frames('machine, offer, inventory, progress, status, event') },
+  response: { 200: frames('machine, offer, inventory, progress, status, event, ack') },
 });
 
 const MACHINE_STREAM_DOC: RouteDoc = protectedRoute({
   summary: 'Live machine updates',
   description:
-    "Upstream's machine stream: the same frames as `/events/stream` without the audit `event` messages.",
+    "Upstream's machine stream: the same frames as `/events/stream` without the audit log's `event` and `ack` messages.",
   tags: ['stream'],
   response: { 200: frames('machine, offer, inventory, progress, status') },
 });

@@ -80,8 +80,8 @@ class UiLiveHub {
   }
 
   private collect(message: LiveMessage): void {
-    if (message.type === 'event') {
-      this.triggers.set('events', String(message.id));
+    if (message.type === 'event' || message.type === 'ack') {
+      this.triggers.set('events', message.type === 'event' ? String(message.id) : 'ack');
       return;
     }
     const { mac } = message;

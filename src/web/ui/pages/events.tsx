@@ -391,7 +391,7 @@ export function registerEventsPage(app: FastifyInstance, ctx: WebContext): void 
 
   /** Sets or clears one event's acknowledgement, then 303 back to where the form was. */
   const toggle =
-    (set: (id: number) => Promise<boolean>) =>
+    (acknowledged: boolean, set: (id: number) => Promise<boolean>) =>
     async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const back = safeReturnTo(formField(req, 'return_to'));
       const id = eventIdOf(req.params.id);
@@ -399,17 +399,18 @@ export function registerEventsPage(app: FastifyInstance, ctx: WebContext): void 
         const shown = req.params.id.slice(0, 32);
         return seeOther(reply, withError(back, `There is no event with id ${shown}.`));
       }
+      ctx.bus.publish({ type: 'ack', ids: [id], acknowledged });
       return seeOther(reply, withError(back, null));
     };
   app.post<{ Params: { id: string } }>(
     `${EVENTS_PATH}/:id/ack`,
     guard,
-    toggle((id) => acknowledgeEvent(db, id)),
+    toggle(true, (id) => acknowledgeEvent(db, id)),
   );
   app.post<{ Params: { id: string } }>(
     `${EVENTS_PATH}/:id/unack`,
     guard,
-    toggle((id) => unacknowledgeEvent(db, id)),
+    toggle(false, (id) => unacknowledgeEvent(db, id)),
   );
 
   // "Acknowledge all failures shown": the ids travel as one comma-separated field, because a
@@ -423,6 +424,7 @@ export function registerEventsPage(app: FastifyInstance, ctx: WebContext): void 
       .slice(0, 500);
     if (ids.length === 0) return seeOther(reply, withError(back, 'No events were selected.'));
     await acknowledgeEvents(db, ids);
+    ctx.bus.publish({ type: 'ack', ids, acknowledged: true });
     return seeOther(reply, withError(back, null));
   });
 }
