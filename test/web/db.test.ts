@@ -2,10 +2,14 @@
  * The storage layer against both engines it supports: SQLite through node:sqlite (a file in a
  * temp folder) and a real PostgreSQL started for the test.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BtyError } from '../../src/core/errors.ts';
 import { migrate, openDatabase, type BtyDatabase } from '../../src/web/db/database.ts';
+import { OPEN_FAILURE } from '../../src/web/db/migrations.ts';
 import { appendEvent, listEvents } from '../../src/web/db/events.ts';
 import {
   countMachines,
@@ -162,4 +166,23 @@ it('sqlite: the WAL is checkpointed into the database file off the main thread',
   } finally {
     await database.close();
   }
+});
+
+describe('the open-failures index', () => {
+  it('serves the dashboard tripwire without scanning the log (SQLite plan)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bty-open-failures-'));
+    const database = await openDatabase({ sqlitePath: join(dir, 'state.db') });
+    try {
+      await migrate(database);
+      const plan = await sql<{
+        detail: string;
+      }>`explain query plan select count(*) from events where ${OPEN_FAILURE}`.execute(database.db);
+      expect(plan.rows.map((r) => r.detail).join('\n')).toMatch(
+        /USING (COVERING )?INDEX events_open_failures/,
+      );
+    } finally {
+      await database.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

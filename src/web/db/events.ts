@@ -2,6 +2,7 @@
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { EventKind } from '../event-kinds.ts';
 import type { Database, EventsTable } from './schema.ts';
+import { OPEN_FAILURE } from './migrations.ts';
 
 export interface NewEvent {
   kind: EventKind;
@@ -222,8 +223,7 @@ export async function listUnacknowledgedFailures(db: Db, limit: number): Promise
   const rows = await db
     .selectFrom('events')
     .selectAll()
-    .where('kind', 'like', '%failed')
-    .where('acknowledged', '=', 0)
+    .where(OPEN_FAILURE)
     .orderBy('id', 'desc')
     .limit(limit)
     .execute();
@@ -235,8 +235,7 @@ export async function countUnacknowledgedFailures(db: Db): Promise<number> {
   const row = await db
     .selectFrom('events')
     .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('kind', 'like', '%failed')
-    .where('acknowledged', '=', 0)
+    .where(OPEN_FAILURE)
     .executeTakeFirstOrThrow();
   return Number(row.n);
 }

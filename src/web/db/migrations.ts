@@ -6,7 +6,7 @@
  * The same migrations serve SQLite and PostgreSQL: where they differ (an auto-increment key),
  * the migration asks which engine it runs on.
  */
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 type Engine = 'sqlite' | 'postgres';
 
@@ -98,9 +98,26 @@ function m001(engine: Engine): Migration {
   };
 }
 
+/**
+ * The open failures (kinds ending in `failed`, not acknowledged): the dashboard's tripwire
+ * counts them on every live refresh. A partial index holds just those rows, so the count and the
+ * list stop scanning the whole log. Queries must spell the predicate exactly as
+ * `OPEN_FAILURE` does, as a literal, for the planner to see that the index covers them.
+ */
+export const OPEN_FAILURE = sql<boolean>`acknowledged = 0 and kind like '%failed'`;
+
+const m002: Migration = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    await sql`create index events_open_failures on events (id) where ${OPEN_FAILURE}`.execute(db);
+  },
+};
+
 /** Migration names sort in the order they run. */
 export function migrations(engine: Engine): Record<string, Migration> {
-  return { '2026-11-29-001-initial': m001(engine) };
+  return {
+    '2026-11-29-001-initial': m001(engine),
+    '2026-11-29-002-open-failures-index': m002,
+  };
 }
 
 export class StaticMigrations implements MigrationProvider {
