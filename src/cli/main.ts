@@ -8,6 +8,7 @@ import { registerDisks } from './disks.ts';
 import { registerInspect } from './inspect.ts';
 import { registerCatalog } from './catalog.ts';
 import { registerFlash } from './flash.ts';
+import { registerAgent } from '../agent/cli.ts';
 // Plugs oras:// into image sources and catalog loading.
 import '../oras/index.ts';
 
@@ -29,6 +30,9 @@ Environment:
   BTY_ORAS_REGISTRY        host:port,... the registries that login is for (default: all)
   BTY_ORAS_INSECURE        host:port,... registries to reach over plain HTTP
                            (localhost and 127.0.0.0/8 always are)
+  BTY_AGENT_CONSOLE        agent: where console markers are echoed besides stdout
+                           (default /dev/console; empty: nowhere)
+  BTY_AGENT_LOOP_IDENTITY  1: the agent may flash loop devices (tests; docs/agent.md)
 `;
 
 const COMMANDS: Register[] = [registerDisks, registerInspect, registerCatalog, registerFlash];
@@ -47,6 +51,8 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<ExitC
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .exitOverride();
   for (const register of COMMANDS) register(program, io, setExit);
+  // Last: subcommands copy the root's settings when created, and must not get the agent's.
+  registerAgent()(program, io, setExit);
   program.commands.forEach((c) =>
     c.exitOverride().configureOutput({ writeOut: io.out, writeErr: io.err }),
   );

@@ -33,6 +33,11 @@ export interface LoopDeviceOptions {
   backingDir?: string;
   /** Logical sector size (`losetup -b`), e.g. 4096 for a 4Kn disk. */
   sectorSize?: number;
+  /**
+   * Name of the backing file (default `disk.img`). The agent's loop identity is derived from it
+   * (`loop-<name>`), so tests that target a loop device by serial give it a unique name.
+   */
+  fileName?: string;
 }
 
 export function isRoot(): boolean {
@@ -47,7 +52,7 @@ export function describeIfRoot(name: string, body: () => void): void {
 
 export async function createLoopDevice(options: LoopDeviceOptions): Promise<LoopDevice> {
   const dir = await mkdtemp(join(resolve(options.backingDir ?? tmpdir()), 'bty-loop-'));
-  const backingFile = join(dir, 'disk.img');
+  const backingFile = join(dir, options.fileName ?? 'disk.img');
   const file = await open(backingFile, 'w');
   try {
     await file.truncate(options.sizeBytes); // sparse: no blocks allocated

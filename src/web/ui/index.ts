@@ -30,7 +30,10 @@ export async function registerUi(app: FastifyInstance, ctx: WebContext): Promise
     // multipart/form-data for the upload and import forms, only under /ui.
     await scope.register(multipart, { limits: { fileSize: UI_UPLOAD_LIMIT, files: 1 } });
     scope.setErrorHandler((err: FastifyError, req, reply) => uiError(ctx, err, req, reply));
-    scope.addHook('onRequest', async (req) => dropForeignNotices(req));
+    scope.addHook('onRequest', (req, _reply, done) => {
+      dropForeignNotices(req);
+      done();
+    });
     registerUiLive(scope, ctx);
     registerDashboardPage(scope, ctx);
     registerMachinesPage(scope, ctx);

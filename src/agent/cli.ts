@@ -1,0 +1,91 @@
+/**
+ * The agent's place on the `bty` command line: root options `--server`, `--mac` and
+ * `--no-reboot`. With a MAC (from `--mac` or /proc/cmdline's `bty.mac=`) and no subcommand,
+ * `bty` runs the agent; without one, plain `bty` shows the help as before.
+ */
+import type { Command } from 'commander';
+import { EXIT } from '../core/errors.ts';
+import { action, type Register } from '../cli/command.ts';
+import { reportError } from '../cli/output.ts';
+import { runAgent } from './agent.ts';
+import { consolePathFromEnv } from './console.ts';
+import { loopIdentityEnabled } from './disks.ts';
+import { rebootMachine } from './reboot.ts';
+import { DEFAULT_CMDLINE_PATH, resolveAgentSettings, type AgentSettings } from './settings.ts';
+
+interface AgentFlags {
+  server?: string;
+  mac?: string;
+  /** false with `--no-reboot`. */
+  reboot: boolean;
+}
+
+export function registerAgent(cmdlinePath = DEFAULT_CMDLINE_PATH): Register {
+  return (program, io, setExit) => {
+    const agent = action(
+      io,
+      setExit,
+      () => false,
+      async (settings: AgentSettings, reboot: boolean) => {
+        const controller = new AbortController();
+        let flashing = false;
+        // A listener replaces Node's exit on SIGINT/SIGTERM: exit ourselves unless a flash
+        // is running, which instead stops cleanly and reports `failed` to the server.
+        const onSignal = () => {
+          if (!flashing || controller.signal.aborted) process.exit(EXIT.cancelled);
+          io.err('bty: cancelling the flash...\n');
+          controller.abort();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        try {
+          return await runAgent({
+            ...settings,
+            reboot: reboot ? () => rebootMachine((line) => io.out(`${line}\n`)) : null,
+            out: io.out,
+            err: io.err,
+            isTTY: io.isTTY,
+            consolePath: consolePathFromEnv(),
+            loopIdentity: loopIdentityEnabled(),
+            signal: controller.signal,
+            onFlashing: (active) => (flashing = active),
+          });
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
+      },
+    );
+    program
+      .option(
+        '--server <url>',
+        'agent: bty-web base URL or bare host (default: bty.server= in /proc/cmdline, else bty-server)',
+      )
+      .option(
+        '--mac <mac>',
+        'agent: run server-driven for this MAC (default: bty.mac= in /proc/cmdline)',
+      )
+      .option('--no-reboot', 'agent: do not reboot when done (tests, hand runs)')
+      // Operands are checked below, so `bty bogus` still says "unknown command".
+      .allowExcessArguments(true)
+      // A root action drops commander's implicit `help` command: keep `bty help flash` working.
+      .helpCommand(true)
+      .action(async (flags: AgentFlags, command: Command) => {
+        if (command.args.length > 0) {
+          command.error(`error: unknown command '${command.args[0]}'`, {
+            code: 'commander.unknownCommand',
+          });
+        }
+        let settings: AgentSettings | null;
+        try {
+          settings = await resolveAgentSettings(flags, cmdlinePath);
+        } catch (err) {
+          setExit(reportError(io, err, false));
+          return;
+        }
+        // No MAC anywhere: not the live environment. Plain `bty` shows the help, as before.
+        if (settings === null) command.help({ error: true });
+        await agent(settings, flags.reboot);
+      });
+  };
+}
