@@ -105,7 +105,7 @@ function handOver(
   banner: string | null,
 ): Promise<ExitCode> {
   const wizard = options.wizard ?? runWizardFallback;
-  return wizard({ catalog, banner, out: options.out });
+  return wizard({ catalog, banner, out: options.out, noReboot: options.reboot === null });
 }
 
 /** Posts the disks (and lshw when it can be had); true when the server stored them. */

@@ -11,16 +11,21 @@ import { runAgent } from './agent.ts';
 import { consolePathFromEnv } from './console.ts';
 import { loopIdentityEnabled } from './disks.ts';
 import { rebootMachine } from './reboot.ts';
+import { terminalAttached } from '../tui/terminal.ts';
 import { DEFAULT_CMDLINE_PATH, resolveAgentSettings, type AgentSettings } from './settings.ts';
 
 interface AgentFlags {
   server?: string;
   mac?: string;
+  catalog?: string;
   /** false with `--no-reboot`. */
   reboot: boolean;
 }
 
-export function registerAgent(cmdlinePath = DEFAULT_CMDLINE_PATH): Register {
+export function registerAgent(
+  cmdlinePath = DEFAULT_CMDLINE_PATH,
+  startWizard: () => boolean = terminalAttached,
+): Register {
   return (program, io, setExit) => {
     const agent = action(
       io,
@@ -66,6 +71,10 @@ export function registerAgent(cmdlinePath = DEFAULT_CMDLINE_PATH): Register {
         'agent: run server-driven for this MAC (default: bty.mac= in /proc/cmdline)',
       )
       .option('--no-reboot', 'agent: do not reboot when done (tests, hand runs)')
+      .option(
+        '--catalog <source>',
+        'wizard: the catalog to offer (path, http(s)://, oras://); skips the source screen',
+      )
       // Operands are checked below, so `bty bogus` still says "unknown command".
       .allowExcessArguments(true)
       // A root action drops commander's implicit `help` command: keep `bty help flash` working.
@@ -83,8 +92,14 @@ export function registerAgent(cmdlinePath = DEFAULT_CMDLINE_PATH): Register {
           setExit(reportError(io, err, false));
           return;
         }
-        // No MAC anywhere: not the live environment. Plain `bty` shows the help, as before.
-        if (settings === null) command.help({ error: true });
+        // No MAC anywhere: not the live environment. On a terminal that is the wizard; without
+        // one (scripts, pipes) plain `bty` shows the help as before.
+        if (settings === null) {
+          if (!startWizard()) command.help({ error: true });
+          const { runWizard } = await import('../tui/run.tsx');
+          setExit(await runWizard({ catalog: flags.catalog ?? null }));
+          return;
+        }
         await agent(settings, flags.reboot);
       });
   };

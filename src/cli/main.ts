@@ -13,6 +13,8 @@ import { registerAgent } from '../agent/cli.ts';
 import '../oras/index.ts';
 
 const EXIT_CODES_HELP = `
+Without a subcommand, on a terminal, bty starts the interactive wizard (docs/wizard.md).
+
 Exit codes:
   0    success
   1    operational failure (network, I/O, a helper program failed)
@@ -32,7 +34,8 @@ Environment:
                            (localhost and 127.0.0.0/8 always are)
   BTY_AGENT_CONSOLE        agent: where console markers are echoed besides stdout
                            (default /dev/console; empty: nowhere)
-  BTY_AGENT_LOOP_IDENTITY  1: the agent may flash loop devices (tests; docs/agent.md)
+  BTY_AGENT_LOOP_IDENTITY  1: the agent and the wizard may flash loop devices
+                           (tests; docs/agent.md, docs/wizard.md)
 `;
 
 const COMMANDS: Register[] = [registerDisks, registerInspect, registerCatalog, registerFlash];

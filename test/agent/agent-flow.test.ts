@@ -44,7 +44,7 @@ afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
 });
 
-async function agent(plan: [number, string]) {
+async function agent(plan: [number, string], { noReboot = false } = {}) {
   planAnswer = plan;
   posts.length = 0;
   let out = '';
@@ -53,17 +53,19 @@ async function agent(plan: [number, string]) {
   const options: AgentOptions = {
     server: base,
     mac: MAC,
-    reboot: () => {
-      reboots++;
-      return Promise.resolve();
-    },
+    reboot: noReboot
+      ? null
+      : () => {
+          reboots++;
+          return Promise.resolve();
+        },
     out: (t) => (out += t),
     err: (t) => (out += t),
     consolePath: null,
     loopIdentity: false,
     lshwProgram: '/nonexistent/lshw',
-    wizard: ({ catalog, banner }) => {
-      handedOver.push({ catalog, banner });
+    wizard: ({ catalog, banner, noReboot: wizardNoReboot }) => {
+      handedOver.push({ catalog, banner, noReboot: wizardNoReboot });
       return Promise.resolve(1);
     },
   };
@@ -74,9 +76,18 @@ async function agent(plan: [number, string]) {
 describe('runAgent dispatch', () => {
   it('interactive: the wizard with the plan catalog, no banner', async () => {
     const r = await agent([200, '{"mode":"interactive","catalog":"http://other/catalog.toml"}']);
-    expect(r.handedOver).toEqual([{ catalog: 'http://other/catalog.toml', banner: null }]);
+    expect(r.handedOver).toEqual([
+      { catalog: 'http://other/catalog.toml', banner: null, noReboot: false },
+    ]);
     expect(r.code).toBe(1);
     expect(r.reboots).toBe(0);
+  });
+
+  it('--no-reboot travels to the wizard (its reboot key must not reboot either)', async () => {
+    const r = await agent([200, '{"mode":"interactive"}'], { noReboot: true });
+    expect(r.handedOver).toEqual([
+      { catalog: `${base}/catalog.toml`, banner: null, noReboot: true },
+    ]);
   });
 
   it.each([
