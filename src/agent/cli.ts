@@ -4,12 +4,19 @@
  * `bty` runs the agent; without one, plain `bty` shows the help as before.
  */
 import type { Command } from 'commander';
-import { EXIT } from '../core/errors.ts';
+import { EXIT, type ExitCode } from '../core/errors.ts';
 import { action, type Register } from '../cli/command.ts';
 import { reportError } from '../cli/output.ts';
 import { runAgent } from './agent.ts';
-import { consolePathFromEnv } from './console.ts';
+import {
+  consolePathFromEnv,
+  emitMarker,
+  kmsgPathFromEnv,
+  markerExiting,
+  type MarkerSinks,
+} from './console.ts';
 import { loopIdentityEnabled } from './disks.ts';
+import { DEFAULT_LOCK_PATH } from './lock.ts';
 import { rebootMachine } from './reboot.ts';
 import { terminalAttached } from '../tui/terminal.ts';
 import { DEFAULT_CMDLINE_PATH, resolveAgentSettings, type AgentSettings } from './settings.ts';
@@ -22,9 +29,19 @@ interface AgentFlags {
   reboot: boolean;
 }
 
+/** What tests replace: the host's lock, console and kernel log, the retry waits, the wizard. */
+export interface AgentCliOverrides {
+  lockPath?: string;
+  consolePath?: string | null;
+  kmsgPath?: string | null;
+  planRetryDelaysMs?: readonly number[];
+  runWizard?: (options: { catalog: string | null; noReboot: boolean }) => Promise<ExitCode>;
+}
+
 export function registerAgent(
   cmdlinePath = DEFAULT_CMDLINE_PATH,
   startWizard: () => boolean = terminalAttached,
+  overrides: AgentCliOverrides = {},
 ): Register {
   return (program, io, setExit) => {
     const agent = action(
@@ -33,12 +50,27 @@ export function registerAgent(
       () => false,
       async (settings: AgentSettings, reboot: boolean) => {
         const controller = new AbortController();
-        let flashing = false;
-        // A listener replaces Node's exit on SIGINT/SIGTERM: exit ourselves unless a flash
-        // is running, which instead stops cleanly and reports `failed` to the server.
+        let busy: 'flashing' | 'reporting' | null = null;
+        const sinks: MarkerSinks = {
+          consolePath:
+            overrides.consolePath !== undefined ? overrides.consolePath : consolePathFromEnv(),
+          kmsgPath: overrides.kmsgPath !== undefined ? overrides.kmsgPath : kmsgPathFromEnv(),
+        };
+        // A listener replaces Node's exit on SIGINT/SIGTERM: exit ourselves unless the agent
+        // is busy. A running flash stops cleanly and reports `failed`; an outcome being posted
+        // is let finish (bounded by its timeouts), since a lost `done` means a second flash. A
+        // second signal while a flash is being cancelled exits at once.
         const onSignal = () => {
-          if (!flashing || controller.signal.aborted) process.exit(EXIT.cancelled);
-          io.err('bty: cancelling the flash...\n');
+          if (busy === null || (busy === 'flashing' && controller.signal.aborted)) {
+            // process.exit skips runAgent's finally: the exit marker is written here.
+            emitMarker(markerExiting(), io.out, sinks);
+            process.exit(EXIT.cancelled);
+          }
+          io.err(
+            busy === 'flashing'
+              ? 'bty: cancelling the flash...\n'
+              : 'bty: telling the server how the flash ended, then exiting...\n',
+          );
           controller.abort();
         };
         process.on('SIGINT', onSignal);
@@ -50,10 +82,14 @@ export function registerAgent(
             out: io.out,
             err: io.err,
             isTTY: io.isTTY,
-            consolePath: consolePathFromEnv(),
+            ...sinks,
+            lockPath: overrides.lockPath ?? DEFAULT_LOCK_PATH,
+            ...(overrides.planRetryDelaysMs
+              ? { planRetryDelaysMs: overrides.planRetryDelaysMs }
+              : {}),
             loopIdentity: loopIdentityEnabled(),
             signal: controller.signal,
-            onFlashing: (active) => (flashing = active),
+            onBusy: (state) => (busy = state),
           });
         } finally {
           process.off('SIGINT', onSignal);
@@ -96,8 +132,9 @@ export function registerAgent(
         // one (scripts, pipes) plain `bty` shows the help as before.
         if (settings === null) {
           if (!startWizard()) command.help({ error: true });
-          const { runWizard } = await import('../tui/run.tsx');
-          setExit(await runWizard({ catalog: flags.catalog ?? null }));
+          const runWizard = overrides.runWizard ?? (await import('../tui/run.tsx')).runWizard;
+          // `--no-reboot` holds for the wizard too: its reboot key only says so.
+          setExit(await runWizard({ catalog: flags.catalog ?? null, noReboot: !flags.reboot }));
           return;
         }
         await agent(settings, flags.reboot);

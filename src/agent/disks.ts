@@ -44,24 +44,37 @@ export async function loopIdentity(name: string, sysBlock = '/sys/block'): Promi
   return backing === '' ? null : `loop-${basename(backing)}`;
 }
 
+export interface AgentDisksOptions {
+  loopIdentity: boolean;
+  /** Every block device lsblk shows (tests give a fixed list). */
+  list?: () => Promise<Disk[]>;
+  /** The made-up serial of a loop device (tests give a fixed one). */
+  loopSerial?: (name: string) => Promise<string | null>;
+}
+
 /** Whole disks (and, with the opt-in, loop devices carrying their identity), in lsblk order. */
-export async function agentDisks(options: { loopIdentity: boolean }): Promise<Disk[]> {
-  const all = await listDisks({ all: true });
+export async function agentDisks(options: AgentDisksOptions): Promise<Disk[]> {
+  const all = await (options.list ?? (() => listDisks({ all: true })))();
+  const serialOf = options.loopSerial ?? ((name: string) => loopIdentity(name));
   const disks: Disk[] = [];
   for (const disk of all) {
     if (disk.type === 'disk') disks.push(disk);
     else if (disk.type === 'loop' && options.loopIdentity) {
-      disks.push({ ...disk, serial: disk.serial ?? (await loopIdentity(disk.name)) });
+      disks.push({ ...disk, serial: disk.serial ?? (await serialOf(disk.name)) });
     }
   }
   return disks;
 }
 
-/** One disk as the inventory carries it: upstream's keys (the server drops any others). */
+/**
+ * One disk as the inventory carries it: upstream's keys (the server drops any others). `size`
+ * is a string of bytes, as upstream's agent sends it (a nullable string in its schema), so an
+ * upstream bty-web stores it too; ours accepts a number or a string.
+ */
 export function inventoryRecord(disk: Disk): Record<string, unknown> {
   return {
     path: disk.path,
-    size: disk.size_bytes,
+    size: String(disk.size_bytes),
     type: disk.type,
     vendor: disk.vendor,
     model: disk.model,
@@ -71,6 +84,16 @@ export function inventoryRecord(disk: Disk): Record<string, unknown> {
     readonly: disk.readonly,
     mountpoints: disk.mountpoints,
   };
+}
+
+/**
+ * Every disk whose serial (trimmed, non-empty) equals `serial` exactly: the agent refuses when
+ * there is more than one, since it could not tell which one the server meant.
+ */
+export function disksWithSerial(disks: Disk[], serial: string): Disk[] {
+  return disks.filter(
+    (d) => d.serial !== null && d.serial.trim() !== '' && d.serial.trim() === serial,
+  );
 }
 
 /** `<path> (serial '<s>')` for each disk, or `(none)`: what a serial refusal lists. */

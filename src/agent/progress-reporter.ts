@@ -3,7 +3,8 @@
  * always sent (the server's record would otherwise show a stale phase), reports go out one at a
  * time in order, and a report that is still waiting is replaced by a newer one of the same
  * phase, so a slow server never builds up a backlog. Failures are reported once and otherwise
- * ignored: progress is advisory and must never stop a flash.
+ * ignored: progress is advisory and must never stop a flash. A 404 or 405 means the server has
+ * no progress route at all (upstream bty-web): reporting then stops for the rest of the flash.
  */
 import type { FlashProgress } from '../core/progress.ts';
 
@@ -26,6 +27,8 @@ export class ProgressReporter {
   private lastPhase: string | null = null;
   private lastSentAt = -Infinity;
   private failed = false;
+  /** The server has no progress route: nothing more is sent. */
+  stopped = false;
   /** Reports the server accepted (2xx). */
   delivered = 0;
 
@@ -41,6 +44,7 @@ export class ProgressReporter {
 
   /** Takes every engine event; sends the ones due. Never throws, never waits. */
   report(event: FlashProgress): void {
+    if (this.stopped) return;
     const at = this.now();
     const phaseChanged = event.phase !== this.lastPhase;
     if (!phaseChanged && at - this.lastSentAt < this.intervalMs) return;
@@ -67,7 +71,11 @@ export class ProgressReporter {
       try {
         const status = await this.send(next);
         if (status >= 200 && status < 300) this.delivered++;
-        else this.fail(`the server answered HTTP ${status}`);
+        else if (status === 404 || status === 405) {
+          this.stopped = true;
+          this.waiting.length = 0;
+          this.fail(`the server answered HTTP ${status}: it takes no progress reports`);
+        } else this.fail(`the server answered HTTP ${status}`);
       } catch (err) {
         this.fail(err instanceof Error ? err.message : String(err));
       }

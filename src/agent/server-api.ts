@@ -29,8 +29,19 @@ export type AgentPlan =
   /** A mode this agent does not know: it falls back to the wizard. */
   | { mode: 'unknown'; value: string };
 
-/** A plan the agent cannot act on; the message is the banner the wizard fallback shows. */
-export class PlanError extends Error {}
+/**
+ * A plan the agent cannot act on; the message is the banner the wizard fallback shows.
+ * `retryable`: a network error or a 5xx, which a moment later may well be a plan (a server
+ * restarting, a switch port still coming up); a 4xx or a malformed plan will not change.
+ */
+export class PlanError extends Error {
+  readonly retryable: boolean;
+
+  constructor(message: string, retryable = false) {
+    super(message);
+    this.retryable = retryable;
+  }
+}
 
 export class ServerApi {
   readonly base: string;
@@ -53,15 +64,22 @@ export class ServerApi {
 
   async getPlan(): Promise<AgentPlan> {
     let text: string;
+    let status = 0;
     try {
       const res = await fetch(this.url('/plan'), {
         headers: { accept: 'application/json' },
         signal: AbortSignal.timeout(PLAN_TIMEOUT_MS),
       });
+      status = res.status;
       text = await readCapped(res, PLAN_MAX_BYTES);
       if (!res.ok) throw new Error(`HTTP ${res.status}: ${text.slice(0, 200).trim()}`);
     } catch (err) {
-      throw new PlanError(`plan fetch failed: ${describeFetchError(err)}`);
+      // No answer at all, a 5xx, or a 2xx whose body broke off may be a plan a moment later; a
+      // 4xx or an oversized answer is the server's final word.
+      const retryable =
+        !(err instanceof OversizeError) &&
+        (status === 0 || status >= 500 || (status >= 200 && status < 300));
+      throw new PlanError(`plan fetch failed: ${describeFetchError(err)}`, retryable);
     }
     let json: unknown;
     try {
@@ -162,6 +180,8 @@ export function progressBody(event: FlashProgress): Record<string, unknown> {
   return body;
 }
 
+class OversizeError extends Error {}
+
 async function readCapped(res: Response, maxBytes: number): Promise<string> {
   if (res.body === null) return '';
   const chunks: Uint8Array[] = [];
@@ -169,7 +189,7 @@ async function readCapped(res: Response, maxBytes: number): Promise<string> {
   for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
     size += chunk.byteLength;
     // Leaving the loop cancels the rest of the body.
-    if (size > maxBytes) throw new Error(`the answer is larger than ${maxBytes} bytes`);
+    if (size > maxBytes) throw new OversizeError(`the answer is larger than ${maxBytes} bytes`);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');

@@ -58,10 +58,12 @@ export function decodeKey(input: string, key: Key): WizardKey | null {
 }
 
 const WIDTH = 80;
-/** List rows shown at once: 25 lines minus header, banner, table head, notice and key guide. */
+/** The Linux console's height: no frame may be taller, or its top scrolls out of sight. */
+const HEIGHT = 25;
+/** Image rows shown at most, however much room is left. */
 const VISIBLE_ROWS = 10;
-/** A refused disk takes two lines (its reason below it). */
-const VISIBLE_DISKS = 7;
+/** Lines a one-off notice may take (a refused disk's reasons can be long). */
+const NOTICE_LINES = 2;
 
 export function WizardApp(props: {
   controller: WizardController;
@@ -88,14 +90,24 @@ export function WizardScreen({
   glyphs: Glyphs;
 }) {
   const stage = stageOf(state);
+  const notice = state.notice ? wrapText(state.notice, WIDTH, NOTICE_LINES) : [];
+  // Every line is cut to fit by hand (Ink would wrap it), so the body gets exactly what is left
+  // of the 25 rows: header box, banner, catalog error, notice and key guide come first.
+  const headerLines = 2 + 3 + (state.image || state.disk ? 1 : 0);
+  const bodyRows =
+    HEIGHT - headerLines - (state.banner ? 1 : 0) - (state.loadError ? 1 : 0) - notice.length - 1;
   return (
     <Box flexDirection="column" width={WIDTH}>
       <Header state={state} stage={stage} header={header} glyphs={glyphs} />
-      {state.banner ? <Text color="red">{clip(state.banner, WIDTH)}</Text> : null}
-      {state.loadError ? <Text color="red">{clip(state.loadError, WIDTH * 2)}</Text> : null}
-      <Body state={state} stage={stage} glyphs={glyphs} />
-      {state.notice ? <Text color="yellow">{clip(state.notice, WIDTH * 2)}</Text> : null}
-      <Text dimColor>{keyGuide(state, stage)}</Text>
+      {state.banner ? <Line color="red">{state.banner}</Line> : null}
+      {state.loadError ? <Line color="red">{state.loadError}</Line> : null}
+      <Body state={state} stage={stage} glyphs={glyphs} rows={bodyRows} />
+      {notice.map((line, i) => (
+        <Line key={i} color="yellow">
+          {line}
+        </Line>
+      ))}
+      <Line dimColor>{keyGuide(state, stage)}</Line>
     </Box>
   );
 }
@@ -120,7 +132,7 @@ function Header({
   ].filter((x) => x !== null);
   return (
     <Box flexDirection="column" borderStyle={glyphs.border} paddingX={1} width={WIDTH}>
-      <Text bold>{`bty ${header.version}  ${steps}`}</Text>
+      <Text bold>{clip(`bty ${header.version}  ${steps}`, WIDTH - 4)}</Text>
       <Text>{clip(`catalog: ${state.catalog ?? '(local image root only)'}`, WIDTH - 4)}</Text>
       <Text>{clip(`image root: ${header.imageRoot}`, WIDTH - 4)}</Text>
       {picked.length > 0 ? <Text>{clip(picked.join('   '), WIDTH - 4)}</Text> : null}
@@ -128,20 +140,31 @@ function Header({
   );
 }
 
-function Body({ state, stage, glyphs }: { state: WizardState; stage: Stage; glyphs: Glyphs }) {
+/** `rows`: the lines the screen may use, whatever it has to show. */
+function Body({
+  state,
+  stage,
+  glyphs,
+  rows,
+}: {
+  state: WizardState;
+  stage: Stage;
+  glyphs: Glyphs;
+  rows: number;
+}) {
   switch (stage) {
     case 'source':
       return <SourceScreen state={state} />;
     case 'image':
-      return <ImageScreen state={state} />;
+      return <ImageScreen state={state} rows={rows} />;
     case 'disk':
-      return <DiskScreen state={state} />;
+      return <DiskScreen state={state} rows={rows} />;
     case 'confirm':
-      return <ConfirmScreen state={state} />;
+      return <ConfirmScreen state={state} rows={rows} />;
     case 'flash':
       return <FlashScreen state={state} glyphs={glyphs} />;
     case 'result':
-      return <ResultScreen state={state} />;
+      return <ResultScreen state={state} rows={rows} />;
   }
 }
 
@@ -152,7 +175,8 @@ function SourceScreen({ state }: { state: WizardState }) {
         <Text bold>Custom catalog source</Text>
         <Text dimColor>A local TOML path, http://bty-server:8080/catalog.toml,</Text>
         <Text dimColor>oras://ghcr.io/owner/repo:tag, or empty for the local image root only.</Text>
-        <Text>{`source> ${state.typing}_`}</Text>
+        {/* A long source shows its end, where the typing happens. */}
+        <Text>{`source> ${clipStart(`${state.typing}_`, WIDTH - 'source> '.length)}`}</Text>
       </Box>
     );
   }
@@ -166,13 +190,39 @@ function SourceScreen({ state }: { state: WizardState }) {
   );
 }
 
-/** The slice of rows to show so the cursor stays visible. */
-function windowOf<T>(rows: T[], cursor: number, size = VISIBLE_ROWS): { start: number; rows: T[] } {
-  const start = Math.max(0, Math.min(cursor - Math.floor(size / 2), rows.length - size));
-  return { start, rows: rows.slice(start, start + size) };
+/**
+ * The slice of items to show so the cursor stays visible: grown from the cursor's row, one below
+ * then one above, while the lines they take (`height`) fit in `budget`.
+ */
+export function windowOf<T>(
+  items: T[],
+  cursor: number,
+  budget: number,
+  height: (item: T) => number = () => 1,
+): { start: number; rows: T[] } {
+  if (items.length === 0) return { start: 0, rows: [] };
+  const at = Math.max(0, Math.min(cursor, items.length - 1));
+  let start = at;
+  let end = at + 1;
+  let used = height(items[at]!);
+  for (let grew = true; grew;) {
+    grew = false;
+    if (end < items.length && used + height(items[end]!) <= budget) {
+      used += height(items[end]!);
+      end++;
+      grew = true;
+    }
+    // One below, one above: the cursor sits mid-window until an end of the list is reached.
+    if (start > 0 && used + height(items[start - 1]!) <= budget) {
+      start--;
+      used += height(items[start]!);
+      grew = true;
+    }
+  }
+  return { start, rows: items.slice(start, end) };
 }
 
-function ImageScreen({ state }: { state: WizardState }) {
+function ImageScreen({ state, rows }: { state: WizardState; rows: number }) {
   if (state.images === null) return <Text>Loading images...</Text>;
   if (state.images.length === 0) {
     return (
@@ -182,11 +232,12 @@ function ImageScreen({ state }: { state: WizardState }) {
       </Box>
     );
   }
-  const view = windowOf(state.images, state.cursor);
+  // The table head and the count line take two of the rows.
+  const view = windowOf(state.images, state.cursor, Math.max(1, Math.min(VISIBLE_ROWS, rows - 2)));
   return (
     <Box flexDirection="column">
       <Text bold>
-        {row(['#', 3], ['Name', 32], ['Format', 8], ['Arch', 8], ['Size', 10], ['Source', 8])}
+        {row(['#', 5], ['Name', 32], ['Format', 8], ['Arch', 8], ['Size', 10], ['Source', 8])}
       </Text>
       {view.rows.map((image, i) => {
         const index = view.start + i;
@@ -194,7 +245,7 @@ function ImageScreen({ state }: { state: WizardState }) {
         return (
           <Text key={`${index}-${image.name}`} inverse={current}>
             {row(
-              [`${current ? '>' : ' '}${index + 1}`, 3],
+              [`${current ? '>' : ' '}${index + 1}`, 5],
               [image.name, 32],
               [image.format ?? '?', 8],
               [image.arch ?? '?', 8],
@@ -209,7 +260,10 @@ function ImageScreen({ state }: { state: WizardState }) {
   );
 }
 
-function DiskScreen({ state }: { state: WizardState }) {
+/** Lines a disk row takes: a refused disk says why on the line below. */
+const diskHeight = (disk: Disk) => (disk.eligible ? 1 : 2);
+
+function DiskScreen({ state, rows }: { state: WizardState; rows: number }) {
   if (state.disks === null) return <Text>Looking for disks...</Text>;
   if (state.disks.length === 0) {
     return (
@@ -221,11 +275,13 @@ function DiskScreen({ state }: { state: WizardState }) {
       </Box>
     );
   }
-  const view = windowOf(state.disks, state.cursor, VISIBLE_DISKS);
+  // The table head and the count line take two of the rows.
+  const view = windowOf(state.disks, state.cursor, Math.max(2, rows - 2), diskHeight);
+  const hidden = state.disks.length - view.rows.length;
   return (
     <Box flexDirection="column">
       <Text bold>
-        {row(['#', 3], ['Path', 14], ['Size', 10], ['Model', 20], ['Tran', 6], ['Serial', 20])}
+        {row(['#', 5], ['Path', 14], ['Size', 10], ['Model', 20], ['Tran', 6], ['Serial', 20])}
       </Text>
       {view.rows.map((disk, i) => (
         <DiskRow
@@ -235,13 +291,18 @@ function DiskScreen({ state }: { state: WizardState }) {
           current={view.start + i === state.cursor}
         />
       ))}
+      <Text dimColor>
+        {hidden > 0
+          ? `${state.disks.length} disk(s), ${hidden} more off screen (arrows scroll)`
+          : `${state.disks.length} disk(s)`}
+      </Text>
     </Box>
   );
 }
 
 function DiskRow({ disk, index, current }: { disk: Disk; index: number; current: boolean }) {
   const line = row(
-    [`${current ? '>' : ' '}${index + 1}`, 3],
+    [`${current ? '>' : ' '}${index + 1}`, 5],
     [disk.path, 14],
     [formatBytes(disk.size_bytes), 10],
     [disk.model ?? '', 20],
@@ -260,14 +321,16 @@ function DiskRow({ disk, index, current }: { disk: Disk; index: number; current:
   );
 }
 
-function ConfirmScreen({ state }: { state: WizardState }) {
+function ConfirmScreen({ state, rows }: { state: WizardState; rows: number }) {
   if (state.planError !== null) {
     return (
       <Box flexDirection="column">
         <Text color="red" bold>
           Plan rejected
         </Text>
-        <Text>{state.planError}</Text>
+        {wrapText(state.planError, WIDTH, Math.max(1, rows - 1)).map((line, i) => (
+          <Line key={i}>{line}</Line>
+        ))}
       </Box>
     );
   }
@@ -278,6 +341,7 @@ function ConfirmScreen({ state }: { state: WizardState }) {
       disk={state.disk}
       allowed={planAllowed(state)}
       readBack={state.readBack}
+      rows={rows}
     />
   );
 }
@@ -287,12 +351,14 @@ function PlanView({
   disk,
   allowed,
   readBack,
+  rows,
 }: {
   plan: FlashPlan;
   /** The picked disk: its listed identity (a test loop device's) when the probe finds none. */
   disk: Disk | null;
   allowed: boolean;
   readBack: boolean;
+  rows: number;
 }) {
   const img = plan.image;
   const t = plan.target;
@@ -317,27 +383,44 @@ function PlanView({
     ],
     ['read-back', readBack ? 'yes: compared after writing' : 'no (press v to read back)'],
   ];
+  // Refusals come before notes: they say why `y` does nothing. What does not fit is counted.
+  let room = rows - 1 - lines.length - (allowed ? 2 : 0);
+  const take = (items: string[]): { shown: string[]; more: number } => {
+    if (items.length <= room) {
+      room -= items.length;
+      return { shown: items, more: 0 };
+    }
+    const shown = items.slice(0, Math.max(0, room - 1));
+    room -= shown.length + 1;
+    return { shown, more: items.length - shown.length };
+  };
+  const refusals = take(plan.refusals.map((r) => r.message));
+  const notes = take(plan.notes);
   return (
     <Box flexDirection="column">
       <Text bold color={allowed ? 'green' : 'red'}>
         {allowed ? 'Flash plan' : 'Flash plan (refused)'}
       </Text>
       {lines.map(([k, v]) => (
-        <Text key={k}>{clip(`  ${k.padEnd(10)}${v}`, WIDTH)}</Text>
+        <Line key={k}>{`  ${k.padEnd(10)}${v}`}</Line>
       ))}
-      {plan.notes.map((n) => (
-        <Text key={n} dimColor>
-          {clip(`  note: ${n}`, WIDTH * 2)}
-        </Text>
+      {refusals.shown.map((message, i) => (
+        <Line key={`r${i}`} color="red">
+          {`  refused: ${message}`}
+        </Line>
       ))}
-      {plan.refusals.map((r) => (
-        <Text key={r.message} color="red">
-          {`  refused: ${r.message}`}
-        </Text>
+      {refusals.more > 0 ? (
+        <Line color="red">{`  ... ${refusals.more} more refusal(s)`}</Line>
+      ) : null}
+      {notes.shown.map((note, i) => (
+        <Line key={`n${i}`} dimColor>
+          {`  note: ${note}`}
+        </Line>
       ))}
+      {notes.more > 0 ? <Line dimColor>{`  ... ${notes.more} more note(s)`}</Line> : null}
       {allowed ? (
         <Box flexDirection="column">
-          <Text bold>{`This overwrites ALL DATA on ${t.path}.`}</Text>
+          <Line bold>{`This overwrites ALL DATA on ${t.path}.`}</Line>
           <Text bold>Press y to flash; any other key goes back.</Text>
         </Box>
       ) : null}
@@ -384,12 +467,12 @@ function FlashScreen({ state, glyphs }: { state: WizardState; glyphs: Glyphs }) 
   }
   return (
     <Box flexDirection="column">
-      <Text bold>{`Flashing ${state.image?.name ?? ''} -> ${state.disk?.path ?? ''}`}</Text>
-      <Text>{`phase: ${p ? PHASE_LABELS[p.phase] : 'starting'}${p?.message ? ` (${p.message})` : ''}`}</Text>
+      <Line bold>{`Flashing ${state.image?.name ?? ''} -> ${state.disk?.path ?? ''}`}</Line>
+      <Line>{`phase: ${p ? PHASE_LABELS[p.phase] : 'starting'}${p?.message ? ` (${p.message})` : ''}`}</Line>
       <Text>{`[${progressBar(p, glyphs, 50)}] ${fraction === null ? '  ?' : `${Math.floor(fraction * 100)}`.padStart(3)}%`}</Text>
-      <Text>
+      <Line>
         {`${amount}   ${p && p.rate_bps > 0 ? `${formatBytes(p.rate_bps)}/s` : ''}   ETA ${eta(p?.eta_seconds ?? null)}   resumes: ${p?.resumes ?? 0}`}
-      </Text>
+      </Line>
       {state.askCancel ? (
         <Box flexDirection="column">
           <Text color="yellow" bold>
@@ -407,29 +490,41 @@ function FlashScreen({ state, glyphs }: { state: WizardState; glyphs: Glyphs }) 
   );
 }
 
-function ResultScreen({ state }: { state: WizardState }) {
+function ResultScreen({ state, rows }: { state: WizardState; rows: number }) {
   const o = state.outcome;
   if (!o) return null;
   if (o.ok) {
     return (
       <Box flexDirection="column">
-        <Text color="green" bold>
+        <Line color="green" bold>
           {`Flash completed: ${state.image?.name ?? ''} -> ${o.target}`}
-        </Text>
-        <Text>{`  ${formatBytes(o.imageBytes)} image, ${formatBytes(o.bytesWritten)} written in ${o.seconds.toFixed(1)} s${o.resumes ? `, download resumed ${o.resumes}x` : ''}`}</Text>
-        <Text>{`  sha256:    ${o.sha256Verified ? 'verified while writing' : 'not checked (no digest known)'}`}</Text>
-        <Text>{`  read-back: ${o.readBackVerified ? 'verified' : 'not done'}`}</Text>
-        <Text>Remove the boot medium if needed, then reboot into the new system.</Text>
+        </Line>
+        <Line>{`  ${formatBytes(o.imageBytes)} image, ${formatBytes(o.bytesWritten)} written in ${o.seconds.toFixed(1)} s${o.resumes ? `, download resumed ${o.resumes}x` : ''}`}</Line>
+        <Line>{`  sha256:    ${o.sha256Verified ? 'verified while writing' : 'not checked (no digest known)'}`}</Line>
+        <Line>{`  read-back: ${o.readBackVerified ? 'verified' : 'not done'}`}</Line>
+        <Line>Remove the boot medium if needed, then reboot into the new system.</Line>
       </Box>
     );
   }
+  const title = o.diskChanged
+    ? 'The disk changed: nothing was written.'
+    : o.cancelled
+      ? 'Flash cancelled.'
+      : 'Flash FAILED.';
+  // The hint gets up to two lines; the message the rest.
+  const hint = wrapText(`What to do: ${o.hint}`, WIDTH, Math.min(2, Math.max(1, rows - 2)));
+  const message = wrapText(o.message, WIDTH, Math.max(1, rows - 1 - hint.length));
   return (
     <Box flexDirection="column">
       <Text color="red" bold>
-        {o.cancelled ? 'Flash cancelled.' : 'Flash FAILED.'}
+        {title}
       </Text>
-      <Text>{o.message}</Text>
-      <Text>{`What to do: ${o.hint}`}</Text>
+      {message.map((line, i) => (
+        <Line key={`m${i}`}>{line}</Line>
+      ))}
+      {hint.map((line, i) => (
+        <Line key={`h${i}`}>{line}</Line>
+      ))}
     </Box>
   );
 }
@@ -450,8 +545,13 @@ function keyGuide(state: WizardState, stage: Stage): string {
     case 'flash':
       return '[Ctrl-C] cancel';
     case 'result':
-      return state.outcome?.ok
-        ? '[b] reboot now   [a] flash another   [Esc] back   [q] quit'
+      if (state.outcome?.ok) {
+        return state.noReboot
+          ? '[b] leave (reboot skipped: --no-reboot)   [a] flash another   [Esc] back   [q] quit'
+          : '[b] reboot now   [a] flash another   [Esc] back   [q] quit';
+      }
+      return state.outcome?.diskChanged
+        ? '[Enter] pick the disk again   [a] another image   [Esc] back   [q] quit'
         : '[Enter] try again   [a] another image   [Esc] back   [q] quit';
   }
 }
@@ -461,6 +561,45 @@ function row(...cells: Array<[string, number]>): string {
   return cells.map(([text, width]) => clip(text, width - 1).padEnd(width)).join('');
 }
 
-function clip(text: string, width: number): string {
+/** One line of text, never wrapped: cut to the screen's width with `...`. */
+function Line({
+  children,
+  ...style
+}: {
+  children: string;
+  color?: string;
+  bold?: boolean;
+  dimColor?: boolean;
+}) {
+  return <Text {...style}>{clip(children.replace(/[\r\n\t]+/g, ' '), WIDTH)}</Text>;
+}
+
+export function clip(text: string, width: number): string {
   return text.length <= width ? text : `${text.slice(0, Math.max(0, width - 3))}...`;
+}
+
+/** Keeps the end of a text that is too long (what is being typed), marked with `...`. */
+function clipStart(text: string, width: number): string {
+  return text.length <= width ? text : `...${text.slice(text.length - Math.max(0, width - 3))}`;
+}
+
+/** Word-wraps to at most `maxLines` lines of `width`; the last one cut with `...` if need be. */
+export function wrapText(text: string, width: number, maxLines: number): string[] {
+  const lines: string[] = [];
+  let rest = text.replace(/\s+/g, ' ').trim();
+  while (rest !== '' && lines.length < maxLines) {
+    if (rest.length <= width) {
+      lines.push(rest);
+      break;
+    }
+    if (lines.length === maxLines - 1) {
+      lines.push(clip(rest, width));
+      break;
+    }
+    const space = rest.lastIndexOf(' ', width);
+    const cut = space > 0 ? space : width;
+    lines.push(rest.slice(0, cut).trimEnd());
+    rest = rest.slice(cut).trimStart();
+  }
+  return lines;
 }

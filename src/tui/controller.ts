@@ -5,7 +5,38 @@
  */
 import { asBtyError } from '../core/errors.ts';
 import type { FlashChoice, WizardServices } from './services.ts';
-import { step, type Effect, type Step, type WizardEvent, type WizardState } from './state.ts';
+import {
+  step,
+  type Effect,
+  type FlashOutcome,
+  type Step,
+  type WizardEvent,
+  type WizardState,
+} from './state.ts';
+
+/** How a flash the wizard attempted ended, as the agent reports it to its server. */
+export type WizardOutcome = { ok: true } | { ok: false; reason: string };
+
+/** The reason a cancelled flash is reported with (whoever cancelled: key, SIGINT or SIGTERM). */
+export const CANCELLED_REASON = 'cancelled by the operator';
+
+/**
+ * How long the result screen waits for `onOutcome`: a slow or unreachable server must not leave
+ * the operator looking at a finished flash screen with no way on.
+ */
+export const OUTCOME_TIMEOUT_MS = 10_000;
+
+export interface ControllerOptions {
+  /** Told how each flash ended, before its result screen shows (bounded by OUTCOME_TIMEOUT_MS). */
+  onOutcome?: (outcome: WizardOutcome) => Promise<void>;
+  /** Tests shorten the wait. */
+  outcomeTimeoutMs?: number;
+}
+
+export function wizardOutcome(outcome: FlashOutcome): WizardOutcome {
+  if (outcome.ok) return { ok: true };
+  return { ok: false, reason: outcome.cancelled ? CANCELLED_REASON : outcome.message };
+}
 
 export class WizardController {
   private state: WizardState;
@@ -14,12 +45,21 @@ export class WizardController {
   private flashAbort: AbortController | null = null;
   private readonly services: WizardServices;
   private readonly onQuit: () => void;
+  private readonly options: ControllerOptions;
+  /** Settles when the running flash has ended and been reported; null when none runs. */
+  private flashDone: Promise<void> | null = null;
 
-  constructor(services: WizardServices, first: Step, onQuit: () => void) {
+  constructor(
+    services: WizardServices,
+    first: Step,
+    onQuit: () => void,
+    options: ControllerOptions = {},
+  ) {
     this.services = services;
     this.state = first[0];
     this.pending = first[1];
     this.onQuit = onQuit;
+    this.options = options;
   }
 
   /** Runs the first state's effects (separate from the constructor so a screen can mount first). */
@@ -48,6 +88,37 @@ export class WizardController {
   /** A flash in progress, so the process can be told not to exit under it. */
   get flashing(): boolean {
     return this.flashAbort !== null;
+  }
+
+  /** Resolves once no flash runs (the engine stopped and the outcome was reported). */
+  async settled(): Promise<void> {
+    await this.flashDone;
+  }
+
+  /** Cancels a running flash without asking: SIGTERM, the system is shutting down. */
+  abortFlash(): void {
+    this.dispatch({ type: 'terminate' });
+  }
+
+  /** Hands the outcome to `onOutcome`, waiting at most the timeout; its failures are dropped. */
+  private async report(outcome: FlashOutcome): Promise<void> {
+    const onOutcome = this.options.onOutcome;
+    if (!onOutcome) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.options.outcomeTimeoutMs ?? OUTCOME_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([
+        // Called inside the chain so a synchronous throw is caught like a rejection.
+        Promise.resolve()
+          .then(() => onOutcome(wizardOutcome(outcome)))
+          .catch(() => {}),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private run(effect: Effect): void {
@@ -87,19 +158,21 @@ export class WizardController {
       case 'flash': {
         const abort = new AbortController();
         this.flashAbort = abort;
-        void s
+        this.flashDone = s
           .flash(effect, (progress) => this.dispatch({ type: 'progress', progress }), abort.signal)
-          .catch((err: unknown) => {
+          .catch((err: unknown): FlashOutcome => {
             const failure = asBtyError(err);
             return {
-              ok: false as const,
-              cancelled: false,
+              ok: false,
+              cancelled: abort.signal.aborted,
               message: failure.message,
               hint: failure.hint,
             };
           })
-          .then((outcome) => {
+          .then(async (outcome) => {
             this.flashAbort = null;
+            await this.report(outcome);
+            this.flashDone = null;
             this.dispatch({ type: 'flashed', outcome });
           });
         return;

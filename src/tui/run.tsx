@@ -8,9 +8,11 @@ import { EXIT, type ExitCode } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { imageRoot, listLocalImages } from '../flash/images.ts';
 import { ASCII_GLYPHS, UNICODE_GLYPHS, WizardApp, wantsAscii } from './app.tsx';
-import { WizardController } from './controller.ts';
+import { WizardController, type WizardOutcome } from './controller.ts';
 import { realServices, type WizardServices } from './services.ts';
 import { start } from './state.ts';
+
+export type { WizardOutcome } from './controller.ts';
 
 const ENTER_ALTERNATE_SCREEN = '\x1b[?1049h';
 const LEAVE_ALTERNATE_SCREEN = '\x1b[?1049l';
@@ -25,6 +27,14 @@ export interface RunWizardOptions {
   env?: NodeJS.ProcessEnv;
   /** `--no-reboot` reached the wizard through the agent: the reboot key only says so. */
   noReboot?: boolean;
+  /**
+   * Told how each flash the wizard attempts ends (a cancel is `cancelled by the operator`), and
+   * awaited before the result screen shows, for at most about 10 s: the agent reports it to its
+   * server. Its failures are ignored; the wizard goes on either way.
+   */
+  onOutcome?: (outcome: WizardOutcome) => Promise<void>;
+  /** Tests: how long a slow `onOutcome` may hold the result screen back. */
+  outcomeTimeoutMs?: number;
 }
 
 /** Runs until the operator quits (or reboots); resolves with the exit code. */
@@ -37,17 +47,38 @@ export async function runWizard(options: RunWizardOptions): Promise<ExitCode> {
   const quitting = new Promise<void>((resolve) => (quit = resolve));
   const controller = new WizardController(
     services,
-    start({ catalog: options.catalog, localImagesExist, banner: options.banner ?? null }),
+    start({
+      catalog: options.catalog,
+      localImagesExist,
+      banner: options.banner ?? null,
+      noReboot: options.noReboot ?? false,
+    }),
     () => quit(),
+    { onOutcome: options.onOutcome, outcomeTimeoutMs: options.outcomeTimeoutMs },
   );
+  let exitCode: ExitCode = EXIT.ok;
   // Ctrl-C arrives as a key in raw mode; a SIGINT from elsewhere (kill -INT) is treated the same:
   // it asks before cancelling a flash instead of leaving a half-written disk behind silently.
-  // The wizard owns SIGINT while it runs: the agent's own handler (it exits unless its flash
-  // runs) would otherwise end the process under a wizard flash. Restored afterwards.
-  const onSignal = () => controller.dispatch({ type: 'key', key: { name: 'ctrl-c' } });
-  const previous = process.listeners('SIGINT');
-  process.removeAllListeners('SIGINT');
-  process.on('SIGINT', onSignal);
+  const onInterrupt = () => controller.dispatch({ type: 'key', key: { name: 'ctrl-c' } });
+  // SIGTERM is the system shutting down: there is nobody to ask, so a flash is cancelled at once
+  // and the wizard leaves (130) only once the engine has stopped writing.
+  const onTerminate = () => {
+    exitCode = EXIT.cancelled;
+    controller.abortFlash();
+    void controller.settled().then(() => quit());
+  };
+  // The wizard owns both signals while it runs: the agent's own handlers (they exit unless its
+  // flash runs) would otherwise end the process under a wizard flash. Restored afterwards.
+  const owned: Array<[NodeJS.Signals, () => void]> = [
+    ['SIGINT', onInterrupt],
+    ['SIGTERM', onTerminate],
+  ];
+  const previous = owned.map(([signal, handler]) => {
+    const listeners = process.listeners(signal);
+    process.removeAllListeners(signal);
+    process.on(signal, handler);
+    return { signal, handler, listeners };
+  });
   // The alternate screen keeps the shell's scrollback clean (the outcome is printed after). Entered
   // here rather than by Ink so the cursor is homed too: the agent may have printed lines first.
   process.stdout.write(`${ENTER_ALTERNATE_SCREEN}${CURSOR_HOME}`);
@@ -62,8 +93,10 @@ export async function runWizard(options: RunWizardOptions): Promise<ExitCode> {
   try {
     await quitting;
   } finally {
-    process.off('SIGINT', onSignal);
-    for (const listener of previous) process.on('SIGINT', listener);
+    for (const { signal, handler, listeners } of previous) {
+      process.off(signal, handler);
+      for (const listener of listeners) process.on(signal, listener);
+    }
     app.unmount();
     await app.waitUntilExit().catch(() => {});
     process.stdout.write(LEAVE_ALTERNATE_SCREEN);
@@ -82,6 +115,7 @@ export async function runWizard(options: RunWizardOptions): Promise<ExitCode> {
       `bty: flash ${outcome.cancelled ? 'cancelled' : 'failed'}: ${outcome.message}\n`,
     );
   }
-  // Quitting is the operator's choice, even after a failed flash (upstream: exit 0).
-  return EXIT.ok;
+  // Quitting is the operator's choice, even after a failed flash (upstream: exit 0); SIGTERM is
+  // not, and says so.
+  return exitCode;
 }

@@ -32,6 +32,23 @@ export type WizardKey =
   | { name: 'enter' | 'escape' | 'up' | 'down' | 'backspace' | 'ctrl-c' }
   | { name: 'char'; char: string };
 
+/**
+ * What identifies a listed disk, kept from the moment it was listed so the write can be refused
+ * when another device took its path (a USB stick swapped while the confirm screen was up).
+ */
+export interface DiskIdentity {
+  serial: string | null;
+  wwn: string | null;
+  size_bytes: number | null;
+  /** Loop devices (test opt-in) have no serial of their own: the attached file stands in. */
+  backing_file: string | null;
+}
+
+/** A disk as the wizard lists it: the engine's record plus the identity seen when listed. */
+export interface WizardDisk extends Disk {
+  identity?: DiskIdentity;
+}
+
 export type FlashOutcome =
   | {
       ok: true;
@@ -44,7 +61,14 @@ export type FlashOutcome =
       readBackVerified: boolean;
       resumes: number;
     }
-  | { ok: false; cancelled: boolean; message: string; hint: string };
+  | {
+      ok: false;
+      cancelled: boolean;
+      message: string;
+      hint: string;
+      /** The target was no longer the confirmed disk at write time; nothing was written. */
+      diskChanged?: boolean;
+    };
 
 export interface WizardState {
   /** The catalog source; null means the local image root only. */
@@ -52,14 +76,14 @@ export interface WizardState {
   /** The source step is done (a choice was made, given on the command line, or skipped). */
   chosen: boolean;
   image: PickerRow | null;
-  disk: Disk | null;
+  disk: WizardDisk | null;
   flashing: boolean;
   outcome: FlashOutcome | null;
   /** The custom-source text being typed on the source screen; null when not typing. */
   typing: string | null;
   /** Null while loading. */
   images: PickerRow[] | null;
-  disks: Disk[] | null;
+  disks: WizardDisk[] | null;
   plan: FlashPlan | null;
   planError: string | null;
   progress: FlashProgress | null;
@@ -76,14 +100,16 @@ export interface WizardState {
   notice: string | null;
   /** Ctrl-C during a flash asks first; this is the question being shown. */
   askCancel: boolean;
+  /** `--no-reboot` (from the agent): the reboot key leaves the wizard without rebooting. */
+  noReboot: boolean;
   cancelling: boolean;
 }
 
 export type Effect =
   | { type: 'loadImages'; catalog: string | null }
   | { type: 'loadDisks' }
-  | { type: 'plan'; image: PickerRow; disk: Disk; readBack: boolean }
-  | { type: 'flash'; image: PickerRow; disk: Disk; readBack: boolean }
+  | { type: 'plan'; image: PickerRow; disk: WizardDisk; readBack: boolean }
+  | { type: 'flash'; image: PickerRow; disk: WizardDisk; readBack: boolean }
   | { type: 'cancelFlash' }
   | { type: 'reboot' }
   | { type: 'quit' };
@@ -91,11 +117,13 @@ export type Effect =
 export type WizardEvent =
   | { type: 'key'; key: WizardKey }
   | { type: 'imagesLoaded'; rows: PickerRow[]; error: string | null }
-  | { type: 'disksLoaded'; disks: Disk[]; error: string | null }
+  | { type: 'disksLoaded'; disks: WizardDisk[]; error: string | null }
   | { type: 'planned'; plan: FlashPlan }
   | { type: 'planFailed'; disk: string; message: string }
   | { type: 'progress'; progress: FlashProgress }
-  | { type: 'flashed'; outcome: FlashOutcome };
+  | { type: 'flashed'; outcome: FlashOutcome }
+  /** SIGTERM: the system is going down, so a flash is cancelled without asking. */
+  | { type: 'terminate' };
 
 export type Step = [WizardState, Effect[]];
 
@@ -105,6 +133,7 @@ export interface WizardStart {
   /** The image root lists at least one image: the source screen is skipped. */
   localImagesExist: boolean;
   banner?: string | null;
+  noReboot?: boolean;
 }
 
 export function stageOf(s: WizardState): Stage {
@@ -138,6 +167,7 @@ export function initialState(start: WizardStart): WizardState {
     notice: null,
     askCancel: false,
     cancelling: false,
+    noReboot: start.noReboot ?? false,
   };
 }
 
@@ -201,6 +231,9 @@ export function step(s: WizardState, event: WizardEvent): Step {
         { ...s, flashing: false, outcome: event.outcome, askCancel: false, cancelling: false },
         [],
       ];
+    case 'terminate':
+      if (!s.flashing || s.cancelling) return [s, []];
+      return [{ ...s, askCancel: false, cancelling: true }, [{ type: 'cancelFlash' }]];
   }
 }
 
@@ -391,9 +424,14 @@ function onResultKey(s: WizardState, key: WizardKey): Step {
   }
   if (key.name === 'escape') return arrive(s, back(s));
   // Reboot is its own key, never Enter: the wizard may run on a workstation writing a USB stick.
-  if (outcome.ok && isChar(key, 'b'))
-    return [{ ...s, notice: 'Rebooting now...' }, [{ type: 'reboot' }]];
-  if (!outcome.ok && key.name === 'enter') return arrive(s, { ...s, outcome: null });
+  if (outcome.ok && isChar(key, 'b')) {
+    const notice = s.noReboot ? 'Reboot skipped (--no-reboot); leaving.' : 'Rebooting now...';
+    return [{ ...s, notice }, [{ type: 'reboot' }]];
+  }
+  if (!outcome.ok && key.name === 'enter') {
+    // A changed disk is picked again from a fresh list: the old row describes another device.
+    return arrive(s, { ...s, outcome: null, disk: outcome.diskChanged ? null : s.disk });
+  }
   const keys = outcome.ok ? 'b, a, Esc or q' : 'Enter, a, Esc or q';
   return [{ ...s, notice: `Press ${keys}.` }, []];
 }

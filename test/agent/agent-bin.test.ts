@@ -13,7 +13,12 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MARKER_AUTO_FLASH_STARTING, MARKER_FLASH_COMPLETE } from '../../src/agent/console.ts';
+import {
+  MARKER_AUTO_FLASH_STARTING,
+  MARKER_FLASH_COMPLETE,
+  markerEntered,
+  markerExiting,
+} from '../../src/agent/console.ts';
 import { startFaultServer, type FaultServer } from '../helpers/fault-server.ts';
 import { convertImage, makeRawImage, sha256File, type MadeImage } from '../helpers/images.ts';
 import { createLoopDevice, describeIfRoot, type LoopDevice } from '../helpers/loop.ts';
@@ -55,7 +60,13 @@ async function runAgent(
   const consoleFile = join(dir, `console-${randomUUID()}`);
   const result = await new Promise<Omit<AgentRun, 'console'>>((resolve, reject) => {
     const child = spawn(BTY, args, {
-      env: { ...process.env, BTY_AGENT_LOOP_IDENTITY: '1', BTY_AGENT_CONSOLE: consoleFile },
+      env: {
+        ...process.env,
+        BTY_AGENT_LOOP_IDENTITY: '1',
+        BTY_AGENT_CONSOLE: consoleFile,
+        // Never the host's kernel log.
+        BTY_AGENT_KMSG: '',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -241,7 +252,15 @@ describeIfRoot('bty agent against a running bty-web', () => {
     const complete = run.stdout.indexOf(`${MARKER_FLASH_COMPLETE}\n`);
     expect(starting).toBeGreaterThanOrEqual(0);
     expect(complete).toBeGreaterThan(starting);
-    expect(run.console).toBe(`${MARKER_AUTO_FLASH_STARTING}\n${MARKER_FLASH_COMPLETE}\n`);
+    expect(run.console).toBe(
+      [
+        markerEntered(),
+        MARKER_AUTO_FLASH_STARTING,
+        MARKER_FLASH_COMPLETE,
+        markerExiting(),
+        '',
+      ].join('\n'),
+    );
     expect(run.stdout).toContain(`sha256 verified (${zst.sha256})`);
     expect(run.stdout).toContain('bty: reported status=done');
     expect(run.stdout).toContain('--no-reboot given; not rebooting');
@@ -310,7 +329,9 @@ describeIfRoot('bty agent against a running bty-web', () => {
     expect(run.code, run.stdout + run.stderr).toBe(4);
     expect(run.stderr).toContain('[BTY_ERR_INTEGRITY]');
     expect(run.stdout).not.toContain(MARKER_FLASH_COMPLETE);
-    expect(run.console).toBe(`${MARKER_AUTO_FLASH_STARTING}\n`);
+    expect(run.console).toBe(
+      `${markerEntered()}\n${MARKER_AUTO_FLASH_STARTING}\n${markerExiting()}\n`,
+    );
     const [failed] = await eventsOf(mac, 'machine.flash_failed');
     expect(failed?.details?.reason).toMatch(/sha256/);
     expect(await eventsOf(mac, 'machine.flashed')).toHaveLength(0);
@@ -344,6 +365,8 @@ describeIfRoot('bty agent against a running bty-web', () => {
     const run = await runAgent(['--server', server, '--mac', newMac(), '--no-reboot']);
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('bty: plan fetch failed: ');
+    // Refused connections are retried (4 attempts) before the hand-over.
+    expect(run.stdout).toContain('(attempt 4 of 4)');
     expect(run.stdout).toContain(
       `bty: handing over to the interactive wizard with the catalog ${server}/catalog.toml\n`,
     );
@@ -370,7 +393,7 @@ describeIfRoot('bty agent against a running bty-web', () => {
     expect(run.code, run.stdout + run.stderr).toBe(0);
     expect(run.stdout).toContain(`server-driven mode: server=${web.base} mac=${mac}\n`);
     expect(run.stdout).toContain('nothing to do');
-    expect(run.console).toBe('');
+    expect(run.console).toBe(`${markerEntered()}\n${markerExiting()}\n`);
     expect(await eventsOf(mac, 'netboot.pxe.plan')).toHaveLength(1);
   });
 

@@ -64,6 +64,8 @@ async function agent(plan: [number, string], { noReboot = false } = {}) {
     consolePath: null,
     loopIdentity: false,
     lshwProgram: '/nonexistent/lshw',
+    // The retries have their own tests (agent-flash.test.ts): hand over at the first failure.
+    planRetryDelaysMs: [],
     wizard: ({ catalog, banner, noReboot: wizardNoReboot }) => {
       handedOver.push({ catalog, banner, noReboot: wizardNoReboot });
       return Promise.resolve(1);

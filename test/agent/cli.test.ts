@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerAgent } from '../../src/agent/cli.ts';
+import { registerAgent, type AgentCliOverrides } from '../../src/agent/cli.ts';
 import type { ExitCode } from '../../src/core/errors.ts';
 import { capture, runBty } from '../helpers/cli.ts';
 
@@ -35,13 +35,22 @@ async function closedPort(): Promise<number> {
 async function runRoot(
   argv: string[],
   cmdlinePath: string,
+  wizard?: { startWizard: () => boolean; runWizard: AgentCliOverrides['runWizard'] },
 ): Promise<{ code: ExitCode | 'help'; stdout: string; stderr: string }> {
   const io = capture();
   let code: ExitCode = 0;
   const program = new Command('bty')
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err });
-  registerAgent(cmdlinePath)(program, io, (c) => (code = c));
+  // Never the host's console, kernel log or lock; no waits between plan attempts.
+  const overrides: AgentCliOverrides = {
+    consolePath: null,
+    kmsgPath: null,
+    lockPath: join(dir, 'agent.lock'),
+    planRetryDelaysMs: [],
+    ...(wizard?.runWizard ? { runWizard: wizard.runWizard } : {}),
+  };
+  registerAgent(cmdlinePath, wizard?.startWizard, overrides)(program, io, (c) => (code = c));
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
@@ -74,6 +83,25 @@ describe('bty with the agent options', () => {
     await expect(runRoot(['bogus'], cmdline)).rejects.toMatchObject({
       code: 'commander.unknownCommand',
     });
+  });
+
+  it('without a MAC on a terminal: the wizard, with --catalog and --no-reboot passed on', async () => {
+    const cmdline = join(dir, 'cmdline-wizard');
+    await writeFile(cmdline, 'quiet splash\n');
+    const calls: Array<{ catalog: string | null; noReboot: boolean }> = [];
+    const wizard = {
+      startWizard: () => true,
+      runWizard: (options: { catalog: string | null; noReboot: boolean }) => {
+        calls.push(options);
+        return Promise.resolve(0 as ExitCode);
+      },
+    };
+    expect((await runRoot(['--no-reboot', '--catalog', '/c.toml'], cmdline, wizard)).code).toBe(0);
+    expect((await runRoot([], cmdline, wizard)).code).toBe(0);
+    expect(calls).toEqual([
+      { catalog: '/c.toml', noReboot: true },
+      { catalog: null, noReboot: false },
+    ]);
   });
 
   it('refuses a malformed --mac with exit 2', async () => {

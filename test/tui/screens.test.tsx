@@ -8,12 +8,19 @@ import {
   ASCII_GLYPHS,
   UNICODE_GLYPHS,
   WizardApp,
+  WizardScreen,
   wantsAscii,
   type Glyphs,
 } from '../../src/tui/app.tsx';
 import { WizardController } from '../../src/tui/controller.ts';
 import type { FlashChoice, WizardServices } from '../../src/tui/services.ts';
-import { start, type FlashOutcome, type WizardStart } from '../../src/tui/state.ts';
+import {
+  initialState,
+  start,
+  type FlashOutcome,
+  type WizardStart,
+  type WizardState,
+} from '../../src/tui/state.ts';
 import { disk, imageRow, plan, systemDisk } from './fixtures.ts';
 
 const KEYS = { enter: '\r', esc: '\x1b', down: '\x1b[B', ctrlC: '\x03', backspace: '\x7f' };
@@ -302,5 +309,171 @@ describe('wizard screens', () => {
     await w.type(KEYS.enter);
     await w.until('Flash plan');
     fits(w.frame());
+  });
+
+  it('every screen stays within 80x25 with long texts: flash, result, banners, refusals, notes', () => {
+    const long = (what: string) =>
+      `${what}: ${'a rather long explanation that goes on and on '.repeat(6)}end`;
+    const img = imageRow(`${'very-long-image-name-'.repeat(5)}.img.zst`);
+    const refused = Array.from({ length: 40 }, (_, i) =>
+      disk(`sd${String.fromCharCode(97 + (i % 26))}${i}`, {
+        eligible: i % 5 === 0,
+        reasons:
+          i % 5 === 0
+            ? []
+            : [
+                { code: 'BTY_ERR_TARGET_MOUNTED', message: long(`mounted ${i}`) },
+                { code: 'BTY_ERR_TARGET_SYSTEM_DISK', message: long('system') },
+              ],
+      }),
+    );
+    const target = refused[0]!;
+    const notes = Array.from({ length: 15 }, (_, i) => long(`note ${i}`));
+    const longPlan = {
+      ...plan(img, target, [
+        { code: 'BTY_ERR_TARGET_TOO_SMALL' as const, message: long('too small') },
+        { code: 'BTY_ERR_TARGET_MOUNTED' as const, message: long('mounted') },
+      ]),
+      notes,
+    };
+    const base: WizardState = {
+      ...initialState({ catalog: `http://h/${'c'.repeat(200)}.toml`, localImagesExist: true }),
+      banner: long('bty: the plan could not be fetched'),
+      loadError: long('catalog load failed'),
+      images: Array.from({ length: 40 }, (_, i) => imageRow(`${'n'.repeat(60)}-${i}`)),
+    };
+    const atDisk = { ...base, image: img, disks: refused };
+    const atConfirm = { ...atDisk, disk: target };
+    const atFlash = {
+      ...atConfirm,
+      plan: { ...longPlan, refusals: [] },
+      flashing: true,
+      askCancel: true,
+      progress: {
+        phase: 'download' as const,
+        bytes_done: 1,
+        bytes_total: null,
+        source_bytes_done: 5 << 20,
+        source_bytes_total: 1 << 30,
+        rate_bps: 1 << 20,
+        eta_seconds: 3600,
+        resumes: 3,
+        message: long('retrying after a connection reset'),
+      },
+    };
+    const failure = {
+      ok: false as const,
+      cancelled: false,
+      message: long('EIO writing /dev/sda'),
+      hint: long('check the cable'),
+    };
+    const states: Array<[string, WizardState]> = [
+      ['source', { ...base, chosen: false, typing: `http://${'x'.repeat(150)}` }],
+      ['image', { ...base, cursor: 25, notice: long('notice') }],
+      ...[0, 1, 17, 39].map((cursor): [string, WizardState] => [
+        `disk @${cursor}`,
+        { ...atDisk, cursor, notice: long('/dev/sdb cannot be flashed') },
+      ]),
+      ['confirm (refused, long notes)', { ...atConfirm, plan: longPlan }],
+      ['confirm (allowed, long notes)', { ...atConfirm, plan: { ...longPlan, refusals: [] } }],
+      ['confirm (plan error)', { ...atConfirm, planError: long('cannot read the image') }],
+      ['flash', atFlash],
+      ['flash (cancelling)', { ...atFlash, askCancel: false, cancelling: true }],
+      [
+        'result (ok)',
+        {
+          ...atConfirm,
+          noReboot: true,
+          outcome: {
+            ok: true,
+            target: target.path,
+            imageBytes: 1 << 30,
+            bytesWritten: 1 << 29,
+            seconds: 12.5,
+            sha256: null,
+            sha256Verified: true,
+            readBackVerified: true,
+            resumes: 7,
+          },
+          notice: long('Press b'),
+        },
+      ],
+      ['result (failed)', { ...atConfirm, outcome: failure, notice: long('Press Enter') }],
+      ['result (disk changed)', { ...atConfirm, outcome: { ...failure, diskChanged: true } }],
+    ];
+    for (const glyphs of [UNICODE_GLYPHS, ASCII_GLYPHS]) {
+      for (const [name, state] of states) {
+        const app = render(
+          <WizardScreen
+            state={state}
+            header={{ version: '9.9.9', imageRoot: '/img' }}
+            glyphs={glyphs}
+          />,
+        );
+        const frame = app.lastFrame() ?? '';
+        app.unmount();
+        const lines = frame.split('\n');
+        expect(lines.length, `${name}:\n${frame}`).toBeLessThanOrEqual(25);
+        for (const line of lines) expect(line.length, `${name}: ${line}`).toBeLessThanOrEqual(80);
+        // The key guide (last line) is never pushed off.
+        expect(lines.at(-1), name).toMatch(/\[(q|Ctrl-C|Enter|Esc)\]/);
+        if (name.startsWith('disk')) {
+          // The highlighted disk is on screen, whatever the scroll position.
+          expect(frame, name).toMatch(new RegExp(`^>${(state.cursor + 1).toString()}\\s`, 'm'));
+        }
+      }
+    }
+  });
+
+  it('--no-reboot: the result screen says the reboot key only leaves', async () => {
+    const fake = fakeServices();
+    const w = mount(fake, { catalog: null, localImagesExist: true, noReboot: true });
+    await w.until('debian-13');
+    await w.type(KEYS.enter);
+    await w.until('/dev/sda');
+    await w.type(KEYS.enter);
+    await w.until('Press y to flash');
+    await w.type('y');
+    await w.until('[5.Flash]');
+    fake.finish({
+      ok: true,
+      target: '/dev/sda',
+      imageBytes: 1,
+      bytesWritten: 1,
+      seconds: 1,
+      sha256: null,
+      sha256Verified: false,
+      readBackVerified: false,
+      resumes: 0,
+    });
+    await w.until('Flash completed');
+    expect(w.frame()).toContain('[b] leave (reboot skipped: --no-reboot)');
+    await w.type('b');
+    await w.until('Reboot skipped (--no-reboot)');
+    expect(fake.calls.reboots).toBe(1);
+    expect(w.quits()).toBe(1);
+  });
+
+  it('a disk changed under the confirm screen: the result says nothing was written', async () => {
+    const fake = fakeServices();
+    const w = mount(fake, { catalog: null, localImagesExist: true });
+    await w.until('debian-13');
+    await w.type(KEYS.enter);
+    await w.until('/dev/sda');
+    await w.type(KEYS.enter);
+    await w.until('Press y to flash');
+    await w.type('y');
+    await w.until('[5.Flash]');
+    fake.finish({
+      ok: false,
+      cancelled: false,
+      diskChanged: true,
+      message: '/dev/sda is no longer the disk you confirmed (serial A -> B); nothing was written',
+      hint: 'Check which disk is attached, then pick it again from the refreshed list.',
+    });
+    await w.until('The disk changed: nothing was written.');
+    expect(w.frame()).toContain('[Enter] pick the disk again');
+    await w.type(KEYS.enter);
+    await w.until('[3.Disk]');
   });
 });

@@ -256,6 +256,20 @@ describe('wizard state machine', () => {
     expect(press(atFlash, enter)).toEqual([atFlash, []]);
   });
 
+  it('SIGTERM (terminate) cancels a flash at once, without asking; elsewhere it does nothing', () => {
+    const [cancelling, effects] = step(atFlash, { type: 'terminate' });
+    expect(cancelling).toMatchObject({ cancelling: true, askCancel: false });
+    expect(effects).toEqual([{ type: 'cancelFlash' }]);
+    // Even while the question is up, and only once.
+    const [asking] = press(atFlash, ctrlC);
+    expect(step(asking, { type: 'terminate' })).toEqual([
+      { ...asking, askCancel: false, cancelling: true },
+      [{ type: 'cancelFlash' }],
+    ]);
+    expect(step(cancelling, { type: 'terminate' })).toEqual([cancelling, []]);
+    expect(step(atConfirm, { type: 'terminate' })).toEqual([atConfirm, []]);
+  });
+
   it('progress and the outcome move the flash screen to the result', () => {
     const progress = {
       phase: 'write' as const,
@@ -282,6 +296,34 @@ describe('wizard state machine', () => {
     expect(stageOf(retry)).toBe('confirm');
     expect(replan).toEqual([{ type: 'plan', image: img, disk: sda, readBack: false }]);
     expect(press(atFailure, ch('q'))[1]).toEqual([{ type: 'quit' }]);
+  });
+
+  it('--no-reboot: b says the reboot is skipped (the effect only logs that)', () => {
+    const noReboot = { ...atResult, noReboot: true };
+    expect(initialState({ catalog: null, localImagesExist: false, noReboot: true }).noReboot).toBe(
+      true,
+    );
+    const [skipped, effects] = press(noReboot, ch('b'));
+    expect(skipped.notice).toContain('Reboot skipped (--no-reboot)');
+    expect(effects).toEqual([{ type: 'reboot' }]);
+    expect(press(atResult, ch('b'))[0].notice).toBe('Rebooting now...');
+  });
+
+  it('after a changed disk, Enter goes back to a fresh disk list instead of retrying', () => {
+    const changed: WizardState = {
+      ...atConfirm,
+      outcome: {
+        ok: false,
+        cancelled: false,
+        diskChanged: true,
+        message: '/dev/sda is no longer the disk you confirmed',
+        hint: 'pick it again',
+      },
+    };
+    const [again, effects] = press(changed, enter);
+    expect(stageOf(again)).toBe('disk');
+    expect(again.disk).toBeNull();
+    expect(effects).toEqual([{ type: 'loadDisks' }]);
   });
 
   it('a catalog failure is shown until a later good load; a hand-over banner stays', () => {

@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -39,10 +39,20 @@ function tmux(...args: string[]): Promise<string> {
   return run('tmux', ['-L', SOCKET, ...args]).then((r) => r.stdout);
 }
 
-/** Starts `bin/bty ARGS` in a fresh 80x25 session; the shell prints the exit code and waits. */
-async function startWizard(session: string, args: string[], env: Record<string, string>) {
+/**
+ * Starts `bin/bty ARGS` in a fresh 80x25 session; the shell prints the exit code and waits.
+ * `pidFile`: where bty's own process id is written (it is exec'd by a subshell that wrote it).
+ */
+async function startWizard(
+  session: string,
+  args: string[],
+  env: Record<string, string>,
+  pidFile?: string,
+) {
   const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`);
-  const command = `env ${vars.join(' ')} ${BTY} ${args.join(' ')}; echo "bty-exit=$?"; sleep 600`;
+  const exec = `env ${vars.join(' ')} ${BTY} ${args.join(' ')}`;
+  const bty = pidFile ? `sh -c 'echo $$ > ${pidFile}; exec ${exec}'` : exec;
+  const command = `${bty}; echo "bty-exit=$?"; sleep 600`;
   await tmux('new-session', '-d', '-x', '80', '-y', '25', '-s', session, command);
   panePids.push(Number((await tmux('display-message', '-p', '-t', session, '#{pane_pid}')).trim()));
 }
@@ -313,5 +323,34 @@ describeIfRoot('the wizard in a terminal', () => {
     expect(result).toContain('partial data');
     await keys(session, 'q');
     expect(await until(session, 'bty-exit=0')).toContain('bty: flash cancelled');
+  });
+
+  it('SIGTERM during a flash cancels it at once (no question) and exits 130', async () => {
+    const catalogUrl = await startCatalog();
+    const loop = await newLoop();
+    const session = 'sigterm';
+    const pidFile = join(dir, 'sigterm.pid');
+    await startWizard(
+      session,
+      ['--catalog', catalogUrl],
+      {
+        BTY_IMAGE_ROOT: join(dir, 'empty'),
+        BTY_AGENT_LOOP_IDENTITY: '1',
+        TERM: 'xterm-256color',
+        LANG: 'C.UTF-8',
+      },
+      pidFile,
+    );
+    await pickRow(session, 'slow.img.zst');
+    await pickDisk(session, loop.path);
+    await until(session, 'Press y to flash');
+    await keys(session, 'y');
+    await until(session, /writing.*\n.*\d+%/);
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    process.kill(pid, 'SIGTERM');
+    const shell = await until(session, /bty-exit=\d+/);
+    expect(shell).not.toContain('Cancel the flash?');
+    expect(shell).toContain('bty: flash cancelled');
+    expect(shell).toContain('bty-exit=130');
   });
 });
