@@ -88,7 +88,13 @@ export async function runWizard(options: RunWizardOptions): Promise<ExitCode> {
       header={{ version: VERSION, imageRoot: root }}
       glyphs={wantsAscii(env) ? ASCII_GLYPHS : UNICODE_GLYPHS}
     />,
-    { exitOnCtrlC: false, patchConsole: true },
+    {
+      exitOnCtrlC: false,
+      patchConsole: true,
+      // The wizard only starts on a terminal: draw it even when CI=true is in the environment
+      // (Ink would otherwise print only the last frame, at exit, and the screen stays blank).
+      interactive: true,
+    },
   );
   try {
     await quitting;

@@ -49,7 +49,8 @@ async function startWizard(
   env: Record<string, string>,
   pidFile?: string,
 ) {
-  const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`);
+  // CI=true as CI machines set it: Ink must still draw (run.tsx forces interactive mode).
+  const vars = Object.entries({ CI: 'true', ...env }).map(([k, v]) => `${k}='${v}'`);
   const exec = `env ${vars.join(' ')} ${BTY} ${args.join(' ')}`;
   const bty = pidFile ? `sh -c 'echo $$ > ${pidFile}; exec ${exec}'` : exec;
   const command = `${bty}; echo "bty-exit=$?"; sleep 600`;
