@@ -24,7 +24,11 @@ export type LiveMessage =
   | { type: 'status'; mac: string; status: 'done' | 'failed'; reason?: string }
   | { type: 'event'; id: number; kind: string; summary: string; subject_id: string | null }
   /** Audit events acknowledged (or un-acknowledged) by an operator. */
-  | { type: 'ack'; ids: number[]; acknowledged: boolean };
+  | { type: 'ack'; ids: number[]; acknowledged: boolean }
+  /** A netboot release fetch changed state or made progress (throttled). */
+  | { type: 'netboot-fetch'; tag: string; status: string }
+  /** An artifact-cache download changed state or made progress (throttled); `ref` when known. */
+  | { type: 'cache'; url: string; ref: string | null; status: string };
 
 export type LiveMessageType = LiveMessage['type'];
 

@@ -36,7 +36,8 @@
  *   (upstream honours it for the listen address only and re-reads the default search later);
  * - TOML values are type-checked when loaded (upstream checks nothing and fails at use);
  * - unknown sections and keys are reported as warnings (upstream ignores them silently);
- * - `[boot]` (`release_repo`, `seed_dir`), `[database]` and `[tftp]` are new sections; the first
+ * - `[boot]` (`release_repo`, `release_url`, `seed_dir`), `[database]`, `[tftp]` and `[cache]` are
+ *   new sections; the first
  *   gives the upstream variables `BTY_BOOT_RELEASE_REPO` and `BTY_BOOT_SEED_DIR` a TOML home.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -49,13 +50,14 @@ export interface BtyWebConfig {
   server: { host: string; port: number; trusted_proxy: string; session_secret: string };
   paths: { state_dir: string; boot_dir: string; backup_dir: string; catalog_file: string };
   admin: { password: string };
-  boot: { release_repo: string; seed_dir: string };
+  boot: { release_repo: string; release_url: string; seed_dir: string };
   withcache: { url: string };
   nbdmux: { url: string };
   netboot: { tftp_probe_host: string };
   tuning: { backup_max_parallel: number; max_upload_bytes: number };
   database: { url: string };
   tftp: { enabled: boolean; host: string; port: number; root: string };
+  cache: { mode: string; dir: string; max_bytes: number; concurrency: number };
 }
 
 export type ConfigSection = keyof BtyWebConfig;
@@ -79,6 +81,8 @@ export interface StringField extends FieldBase {
   readonly default: string;
   /** An empty string is refused (from TOML or the command line; an empty variable is unset). */
   readonly nonEmpty?: boolean;
+  /** The only values accepted, when set. */
+  readonly choices?: readonly string[];
 }
 
 export interface IntField extends FieldBase {
@@ -180,6 +184,11 @@ export const CONFIG_SCHEMA: ConfigSchema = {
       nonEmpty: true,
       doc: 'GitHub owner/repo whose releases provide the netboot artifacts.',
     },
+    release_url: {
+      kind: 'string',
+      default: '',
+      doc: 'Base URL the netboot artifacts are fetched from; empty: the GitHub release of release_repo for this version.',
+    },
     seed_dir: {
       kind: 'string',
       default: '',
@@ -252,6 +261,33 @@ export const CONFIG_SCHEMA: ConfigSchema = {
       kind: 'string',
       default: '',
       doc: 'Folder the TFTP server serves (read-only); empty: <state_dir>/tftp.',
+    },
+  },
+  cache: {
+    mode: {
+      kind: 'string',
+      default: 'pull-through',
+      choices: ['pull-through', 'curated'],
+      doc: 'pull-through: a catalog image is cached on its first request; curated: only images an operator downloaded are served from the cache.',
+    },
+    dir: {
+      kind: 'string',
+      default: '',
+      doc: 'Folder of the artifact cache; empty: <state_dir>/cache.',
+    },
+    max_bytes: {
+      kind: 'int',
+      default: 0,
+      min: 0,
+      max: Number.MAX_SAFE_INTEGER,
+      doc: 'Size limit of the cache in bytes (least recently used images no machine is bound to are evicted); 0: no limit.',
+    },
+    concurrency: {
+      kind: 'int',
+      default: 2,
+      min: 1,
+      max: 64,
+      doc: 'How many cache downloads run at once.',
     },
   },
 };
@@ -445,6 +481,7 @@ export interface ResolvedPaths {
   backupDir: string;
   catalogFile: string;
   tftpRoot: string;
+  cacheDir: string;
 }
 
 /** Fills the path settings whose empty value means "a folder under the state dir". */
@@ -458,6 +495,7 @@ export function resolvePaths(config: BtyWebConfig): ResolvedPaths {
     backupDir: config.paths.backup_dir || join(stateDir, 'backups'),
     catalogFile: config.paths.catalog_file || join(stateDir, 'catalog.toml'),
     tftpRoot: config.tftp.root || join(stateDir, 'tftp'),
+    cacheDir: config.cache.dir || join(stateDir, 'cache'),
   };
 }
 
@@ -635,6 +673,14 @@ function checkString(field: StringField, value: string, where: Origin): string {
     throw invalid(`${where.label} must not be empty`, {
       details: { ...where.details, expected: field.kind },
     });
+  }
+  if (field.choices && !field.choices.includes(value)) {
+    throw invalid(
+      `${where.label} must be one of ${field.choices.join(', ')}, got ${JSON.stringify(value)}`,
+      {
+        details: { ...where.details, expected: field.choices },
+      },
+    );
   }
   return value;
 }

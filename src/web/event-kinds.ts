@@ -21,6 +21,20 @@ export const EVENT_KINDS = [
   'pxe.client.orphan',
   'netboot.artifacts.uploaded', // ours: PUT /boot/{name}
   'netboot.artifacts.upload.failed', // ours
+  // Netboot release fetches (upstream-web §13.1).
+  'netboot.artifacts.fetch.requested',
+  'netboot.artifacts.fetch.started',
+  'netboot.artifacts.fetched',
+  'netboot.artifacts.fetch.failed',
+  'netboot.artifacts.fetch.cancelled',
+  // The artifact cache (ours).
+  'cache.download.requested',
+  'cache.download.started',
+  'cache.downloaded',
+  'cache.download.failed',
+  'cache.download.cancelled',
+  'cache.entry.removed',
+  'cache.entry.evicted',
   // The catalog (ours: upstream's catalog was a file).
   'catalog.entry.added',
   'catalog.entry.add.failed',

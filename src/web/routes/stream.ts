@@ -196,7 +196,10 @@ class StreamHub {
 
 const everything = (): boolean => true;
 const machineRelated = (message: LiveMessage): boolean =>
-  message.type !== 'event' && message.type !== 'ack';
+  message.type !== 'event' &&
+  message.type !== 'ack' &&
+  message.type !== 'netboot-fetch' &&
+  message.type !== 'cache';
 
 /** The 200 of a stream sending these message types. */
 const frames = (types: string) =>
@@ -211,7 +214,9 @@ const STREAM_DOC: RouteDoc = protectedRoute({
   description:
     'Every live message as Server-Sent Events: machine changes, PXE offers, inventories, flash progress, final statuses, new audit events and acknowledgements.',
   tags: ['stream'],
-  response: { 200: frames('machine, offer, inventory, progress, status, event, ack') },
+  response: {
+    200: frames('machine, offer, inventory, progress, status, event, ack, netboot-fetch, cache'),
+  },
 });
 
 const MACHINE_STREAM_DOC: RouteDoc = protectedRoute({

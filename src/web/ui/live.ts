@@ -84,6 +84,15 @@ class UiLiveHub {
       this.triggers.set('events', message.type === 'event' ? String(message.id) : 'ack');
       return;
     }
+    // Background work: the page showing it refetches its panel (at most once per flush).
+    if (message.type === 'netboot-fetch') {
+      this.triggers.set('netboot', `${message.tag}:${message.status}`);
+      return;
+    }
+    if (message.type === 'cache') {
+      this.triggers.set('cache', `${message.ref ?? message.url}:${message.status}`);
+      return;
+    }
     const { mac } = message;
     const changed = () => {
       this.triggers.set('machines', mac);
