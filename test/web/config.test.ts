@@ -88,9 +88,16 @@ describe('defaults', () => {
     expect(config.admin.password).toBe('bty-lab');
     expect(config.paths.state_dir).toBe(state);
     expect(config.tuning).toEqual({ backup_max_parallel: 1, max_upload_bytes: 214748364800 });
-    expect(config.boot).toEqual({ release_repo: 'safl/bty', seed_dir: '' });
+    expect(config.boot).toEqual({ release_repo: 'safl/bty', release_url: '', seed_dir: '' });
     expect(config.database).toEqual({ url: '' });
     expect(config.tftp).toEqual({ enabled: false, host: '0.0.0.0', port: 69, root: '' });
+    expect(config.cache).toEqual({ mode: 'pull-through', dir: '', max_bytes: 0, concurrency: 2 });
+  });
+
+  it('refuses a cache mode it does not know, naming the choices', async () => {
+    await expect(loadConfig({ configPaths: [], env: { BTY_CACHE_MODE: 'lazy' } })).rejects.toThrow(
+      /must be one of pull-through, curated, got "lazy"/,
+    );
   });
 
   it('every setting has a BTY_<SECTION>_<KEY> variable and a default of its own type', () => {
@@ -632,6 +639,7 @@ describe('derived paths', () => {
       backupDir: '/srv/bty/backups',
       catalogFile: '/srv/bty/catalog.toml',
       tftpRoot: '/srv/bty/tftp',
+      cacheDir: '/srv/bty/cache',
     });
   });
 });
