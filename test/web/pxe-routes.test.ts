@@ -2,7 +2,7 @@
  * The open PXE plane over real HTTP: bty-web's app listening on loopback, backed by SQLite,
  * driven the way iPXE and the live environment drive it.
  */
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,6 +186,21 @@ describe('bty-web open plane', () => {
       expect(status, name).toBeGreaterThanOrEqual(400);
       expect(status, name).toBeLessThan(500);
     }
+  });
+
+  it("/boot serves Debian's iPXE boot files for UEFI HTTP boot; one in the boot folder wins", async () => {
+    const packaged = await readFile('/usr/lib/ipxe/ipxe.efi');
+    const res = await get('/boot/ipxe.efi');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-length')).toBe(String(packaged.length));
+    expect(Buffer.from(await res.arrayBuffer()).equals(packaged)).toBe(true);
+    const head = await get('/boot/snponly.efi', { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(Number(head.headers.get('content-length'))).toBeGreaterThan(0);
+    // Only those names fall back: another file of that folder is not served.
+    expect((await get('/boot/ipxe.lkrn')).status).toBe(404);
+    await writeFile(join(dir, 'boot', 'undionly.kpxe'), 'pinned build');
+    expect(await (await get('/boot/undionly.kpxe')).text()).toBe('pinned build');
   });
 
   it.each([

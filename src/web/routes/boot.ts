@@ -13,6 +13,7 @@ import { clientIp, detail, eventOf, toBootMachine, type WebContext } from '../co
 import { appendEvent } from '../db/events.ts';
 import { getMachine, updateMachineState } from '../db/machines.ts';
 import { metricsOf } from '../metrics.ts';
+import { IPXE_BOOT_FILES, IPXE_DIR } from '../netboot-files.ts';
 import { errors, noContent, textResponse, type JsonSchema, type RouteDoc } from '../openapi.ts';
 
 /** A bare file name: no separators, no leading dot, no NUL (traversal cannot be spelled). */
@@ -99,10 +100,9 @@ export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void 
     if (!ARTIFACT_NAME.test(name) || name.length > 255) {
       return detail(reply, 400, `invalid artifact name: ${JSON.stringify(name)}`);
     }
-    const path = join(ctx.bootDir, name);
-    const info = await stat(path).catch(() => null);
-    if (!info?.isFile()) return detail(reply, 404, `no such file: ${name}`);
-    return sendFile(req, reply, path, name, info.size, info.mtime);
+    const found = await bootFile(ctx.bootDir, name);
+    if (found === null) return detail(reply, 404, `no such file: ${name}`);
+    return sendFile(req, reply, found.path, name, found.size, found.mtime);
   };
   app.get('/boot/:name', { schema: fileDoc(false) }, bootRoute);
   app.head(
@@ -110,6 +110,24 @@ export function registerBootRoutes(app: FastifyInstance, ctx: WebContext): void 
     { schema: fileDoc(true), config: { swagger: { exposeHeadRoute: true } } },
     bootRoute,
   );
+}
+
+/**
+ * A file of the boot folder, else (for the iPXE boot files only) the one Debian's `ipxe` package
+ * installed: UEFI HTTP boot can then load `http://<host>/boot/ipxe.efi` with nothing copied. A
+ * file of that name in the boot folder wins, so an operator can pin another iPXE build.
+ */
+async function bootFile(
+  bootDir: string,
+  name: string,
+): Promise<{ path: string; size: number; mtime: Date } | null> {
+  const candidates = [join(bootDir, name)];
+  if ((IPXE_BOOT_FILES as readonly string[]).includes(name)) candidates.push(join(IPXE_DIR, name));
+  for (const path of candidates) {
+    const info = await stat(path).catch(() => null);
+    if (info?.isFile()) return { path, size: info.size, mtime: info.mtime };
+  }
+  return null;
 }
 
 /**
