@@ -82,3 +82,13 @@ function percentEncode(text: string): string {
   }
   return out;
 }
+
+/**
+ * The origin a request path `/b/<token>/<name…>` names (query ignored): a string, null for a
+ * token that does not decode (answer 400 `missing url`), or undefined for a path of another shape.
+ */
+export function originOfBlobPath(path: string): string | null | undefined {
+  const match = /^\/b\/([^/?#]*)\/[^?#]*(?:[?#].*)?$/s.exec(path);
+  if (!match) return undefined;
+  return decodeBlobToken(match[1]!);
+}
