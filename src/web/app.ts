@@ -15,6 +15,7 @@ import { registerCatalogRoutes } from './routes/catalog.ts';
 import { registerLiveRoutes } from './routes/live.ts';
 import { registerMachineRoutes } from './routes/machines.ts';
 import { registerPxeRoutes } from './routes/pxe.ts';
+import { registerReleaseRoutes } from './routes/releases.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
 import { createSessions } from './session.ts';
 import { registerUi, uiNotFound } from './ui/index.ts';
@@ -27,6 +28,7 @@ const ROUTES: Array<(app: FastifyInstance, ctx: WebContext) => void> = [
   registerAuthRoutes,
   registerPxeRoutes,
   registerBootRoutes,
+  registerReleaseRoutes,
   registerLiveRoutes,
   registerCatalogRoutes,
   registerMachineRoutes,

@@ -228,8 +228,9 @@ describe('GET /openapi.json', () => {
         expect(op.security, where).toBeUndefined();
       }
     }
-    // The operator API: machines (6), catalog (5), events (2), streams (2), config, upload.
-    expect(protectedCount).toBe(17);
+    // The operator API: machines (6), catalog (5), events (2), streams (2), config, upload,
+    // release fetches (3).
+    expect(protectedCount).toBe(20);
   });
 });
 

@@ -1,14 +1,24 @@
 /**
  * The Netboot page over real HTTP: the boot artifacts (the live trio present or missing, other
- * files in the boot folder), the iPXE boot files, and the upload form — a multipart post whose
+ * files in the boot folder), the iPXE boot files, the upload form — a multipart post whose
  * CSRF token is checked before a byte of the file is written, stored atomically under the same
- * name rules as `PUT /boot/{name}`.
+ * name rules as `PUT /boot/{name}` — and release fetches: the form (a plain post with the
+ * token), the panel with per-file progress, Cancel, and errors, against a local stand-in for
+ * GitHub's release downloads.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/web/config.ts';
 import { IPXE_BOOT_FILES, liveArtifactNames } from '../../src/web/netboot-files.ts';
+import {
+  makeRelease,
+  sha256Hex,
+  startReleaseServer,
+  type ReleaseFiles,
+  type ReleaseServer,
+} from '../helpers/release-server.ts';
 import { operator, startUiServer, type UiClient, type UiServer } from '../helpers/ui.ts';
 
 let server: UiServer;
@@ -80,7 +90,8 @@ describe('the artifacts tables', () => {
     const form = html.slice(html.indexOf('id="upload-artifact"'));
     expect(form.indexOf('name="_csrf"')).toBeLessThan(form.indexOf('type="file"'));
     expect(html).toContain('id="fetch-release"');
-    expect(html).toContain('artifact-cache issue');
+    // No fetch yet: the panel says so.
+    expect(html).toContain('No release fetch yet');
   });
 
   it('present files: size with separators and in binary units, time, download link; other files listed', async () => {
@@ -229,5 +240,183 @@ describe('uploading an artifact', () => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/ui/login');
     expect(await bootFiles()).toEqual(before);
+  });
+});
+
+describe('fetching a release', () => {
+  let github: ReleaseServer;
+  let fetchServer: UiServer;
+  let client: UiClient;
+  let fetchBoot: string;
+  let release: ReleaseFiles;
+
+  beforeAll(async () => {
+    github = await startReleaseServer();
+    release = makeRelease('1.2.3');
+    github.publish('v1.2.3', release);
+    const config = await loadConfig({
+      configPaths: ['/nonexistent/bty-ui-netboot.d'],
+      env: { BTY_BOOT_RELEASE_URL: github.releaseUrl },
+    });
+    fetchServer = await startUiServer({ config });
+    client = await operator(fetchServer);
+    fetchBoot = join(fetchServer.dir, 'boot');
+  });
+
+  afterAll(async () => {
+    await fetchServer?.close();
+    await github?.close();
+  });
+
+  /** The `<div data-fetch-tag="tag" …>` card of the panel, or ''. */
+  function fetchCard(html: string, tag: string): string {
+    const start = html.indexOf(`data-fetch-tag="${tag}"`);
+    if (start < 0) return '';
+    const next = html.indexOf('data-fetch-tag="', start + 1);
+    return html.slice(start, next < 0 ? html.indexOf('</section>', start) : next);
+  }
+
+  async function panelUntil(tag: string, status: string): Promise<string> {
+    for (let i = 0; i < 400; i++) {
+      const html = await client.page('/ui/netboot/fetches');
+      if (fetchCard(html, tag).startsWith(`data-fetch-tag="${tag}" data-status="${status}"`)) {
+        return html;
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`fetch ${tag} never became ${status}`);
+  }
+
+  async function netbootKinds(): Promise<string[]> {
+    const rows = await fetchServer.database.db
+      .selectFrom('events')
+      .select('kind')
+      .where('subject_kind', '=', 'netboot')
+      .orderBy('id')
+      .execute();
+    return rows.map((r) => r.kind);
+  }
+
+  it('the form: tag defaulting to this version, the token, a plain post; the panel refreshes live', async () => {
+    const html = await client.page('/ui/netboot');
+    const form = html.slice(html.indexOf('<form method="post" action="/ui/netboot/fetch-release"'));
+    expect(form).toMatch(/^<form method="post" action="\/ui\/netboot\/fetch-release"/);
+    const end = form.indexOf('</form>');
+    expect(form.slice(0, end)).toContain('name="_csrf"');
+    expect(form.slice(0, end)).toMatch(
+      /<input type="text" id="fetch-tag" name="tag" value="v1\.2\.3"/,
+    );
+    expect(html).toContain(`<code>${github.releaseUrl}/&lt;tag></code>`);
+    // The panel and the artifact table refetch themselves on the live `netboot` event.
+    expect(html).toMatch(
+      /<section class="card mb-3" id="release-fetches"[^>]*hx-get="\/ui\/netboot\/fetches" hx-trigger="sse:netboot throttle:1s, sse:netboot delay:1500ms"/,
+    );
+    expect(html).toMatch(
+      /id="boot-artifacts"[^>]*hx-get="\/ui\/netboot\/artifacts"[^>]*sse:netboot/,
+    );
+  });
+
+  it('a post without the CSRF token is refused and starts nothing', async () => {
+    const res = await client.post('/ui/netboot/fetch-release', { tag: 'v1.2.3' }, { csrf: false });
+    expect(res.status).toBe(403);
+    expect(await res.text()).toContain('Form refused');
+    expect(await netbootKinds()).toEqual([]);
+    expect(await client.page('/ui/netboot/fetches')).toContain('No release fetch yet');
+  });
+
+  it('a malformed tag: back to the page with the reason, nothing started', async () => {
+    const res = await client.post('/ui/netboot/fetch-release', { tag: '../etc' });
+    expect(res.status).toBe(303);
+    const location = res.headers.get('location')!;
+    expect(location).toMatch(/^\/ui\/netboot\?error=/);
+    expect(await client.page(location)).toContain(
+      'Fetch refused: tag: &quot;../etc&quot; may hold only',
+    );
+    expect(await netbootKinds()).toEqual([]);
+  });
+
+  it('posting the form fetches the release; the panel shows it completed and the table the files', async () => {
+    const res = await client.post('/ui/netboot/fetch-release', { tag: 'v1.2.3' });
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/ui/netboot#release-fetches');
+    const panel = await panelUntil('v1.2.3', 'completed');
+    const card = fetchCard(panel, 'v1.2.3');
+    expect(card).toContain('>completed</span>');
+    expect(card).not.toContain('/cancel"');
+    for (const [name, content] of release.files) {
+      const row = card.slice(card.indexOf(`data-fetch-file="${name}"`));
+      const size = content.length.toLocaleString('en-US');
+      expect(row).toMatch(new RegExp(`^data-fetch-file="${name}" data-status="completed"`));
+      expect(row).toContain(`${size} / ${size} bytes (100%)`);
+      expect(row).toContain('style="width: 100%"');
+    }
+    // Reload (no JavaScript): the table shows the installed files with their manifest digests.
+    const html = await client.page('/ui/netboot');
+    for (const name of release.artifacts) {
+      const row = artifactRow(html, name);
+      expect(row).toContain('data-present="true"');
+      expect(row).toContain(`sha256 ${sha256Hex(release.files.get(name)!).slice(0, 12)}…`);
+    }
+    expect(artifactRow(html, release.manifest)).toContain('sha256 manifest');
+    // The fragment the live event refetches shows the same.
+    expect(await client.page('/ui/netboot/artifacts')).toContain(
+      `${release.files.get(release.artifacts[2]!)!.length.toLocaleString('en-US')} bytes`,
+    );
+    expect(await netbootKinds()).toEqual([
+      'netboot.artifacts.fetch.requested',
+      'netboot.artifacts.fetch.started',
+      'netboot.artifacts.fetched',
+    ]);
+    expect(await readFile(join(fetchBoot, release.artifacts[0]!))).toEqual(
+      release.files.get(release.artifacts[0]!),
+    );
+  });
+
+  it('a running fetch: per-file progress with bytes and percent, and a Cancel button that works', async () => {
+    const slow = makeRelease('1.2.3');
+    const squashfs = slow.artifacts[2]!;
+    github.publish('v1.2.3-slow', slow, { [squashfs]: { stallAfterBytes: 375_000 } });
+    const res = await client.post('/ui/netboot/fetch-release', { tag: 'v1.2.3-slow' });
+    expect(res.status).toBe(303);
+    let card = '';
+    for (let i = 0; i < 400; i++) {
+      card = fetchCard(await client.page('/ui/netboot/fetches'), 'v1.2.3-slow');
+      if (card.includes('375,000 / 1,500,000 bytes (25%)')) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(card).toMatch(/^data-fetch-tag="v1.2.3-slow" data-status="running"/);
+    const row = card.slice(card.indexOf(`data-fetch-file="${squashfs}"`));
+    expect(row).toMatch(new RegExp(`^data-fetch-file="${squashfs}" data-status="running"`));
+    expect(row).toContain('375,000 / 1,500,000 bytes (25%)');
+    expect(row).toContain('aria-valuenow="25"');
+    expect(row).toContain('style="width: 25%"');
+    const cancelAction = '/ui/netboot/fetches/v1.2.3-slow/cancel';
+    expect(card).toContain(`action="${cancelAction}"`);
+
+    // Without the token the cancel is refused; with it the fetch ends, nothing installed.
+    expect((await client.post(cancelAction, {}, { csrf: false })).status).toBe(403);
+    const cancel = await client.post(cancelAction);
+    expect(cancel.status).toBe(303);
+    expect(cancel.headers.get('location')).toBe('/ui/netboot#release-fetches');
+    const panel = await panelUntil('v1.2.3-slow', 'cancelled');
+    expect(fetchCard(panel, 'v1.2.3-slow')).not.toContain('/cancel"');
+    for (const [name, content] of release.files) {
+      expect((await readFile(join(fetchBoot, name))).equals(content)).toBe(true);
+    }
+    expect((await readdir(fetchBoot)).filter((n) => n.startsWith('.'))).toEqual([]);
+  });
+
+  it('a failed fetch shows its error', async () => {
+    await client.post('/ui/netboot/fetch-release', { tag: 'v0.0.0-none' });
+    const panel = await panelUntil('v0.0.0-none', 'failed');
+    const card = fetchCard(panel, 'v0.0.0-none');
+    expect(card).toContain('class="small text-danger-emphasis text-break mb-1 fetch-error"');
+    expect(card).toContain('answered HTTP 404');
+    // Cancelling an unknown tag says so.
+    const unknown = await client.post('/ui/netboot/fetches/v5.5.5/cancel');
+    expect(unknown.status).toBe(303);
+    const page = await client.page(unknown.headers.get('location')!);
+    expect(page).toContain('role="alert"');
+    expect(page).toMatch(/No release fetch for tag (&#39;|')v5\.5\.5(&#39;|')\./);
   });
 });
