@@ -12,6 +12,8 @@ import { documentOnly, registerOpenApi, registerOpenApiRoute } from './openapi.t
 import { registerAuthRoutes } from './routes/auth.ts';
 import { registerBootRoutes } from './routes/boot.ts';
 import { registerCatalogRoutes } from './routes/catalog.ts';
+import { registerCacheRoutes } from './routes/cache.ts';
+import { closeArtifacts } from './artifacts.ts';
 import { registerLiveRoutes } from './routes/live.ts';
 import { registerMachineRoutes } from './routes/machines.ts';
 import { registerPxeRoutes } from './routes/pxe.ts';
@@ -31,6 +33,7 @@ const ROUTES: Array<(app: FastifyInstance, ctx: WebContext) => void> = [
   registerReleaseRoutes,
   registerLiveRoutes,
   registerCatalogRoutes,
+  registerCacheRoutes,
   registerMachineRoutes,
   registerStreamRoutes,
 ];
@@ -80,6 +83,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.addHook('preClose', (done) => {
     ctx.bus.close();
     done();
+  });
+  // Running downloads are cancelled (their partial files removed) before the database closes.
+  app.addHook('onClose', async () => {
+    await closeArtifacts(ctx);
   });
 
   app.get(

@@ -23,6 +23,8 @@ export interface WebContext {
   artifactVersion: string;
   /** Where `/boot/{name}` files live. */
   bootDir: string;
+  /** The artifact cache's folder; unset: `[cache] dir`, else `cache` next to the boot folder. */
+  cacheDir?: string;
   /** `[server] trusted_proxy`: when set, the client IP comes from X-Forwarded-For. */
   trustedProxy: string;
   now: () => Date;

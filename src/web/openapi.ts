@@ -36,6 +36,10 @@ export const TAGS = [
   { name: 'live-env', description: 'What the booted live environment (the bty agent) reports.' },
   { name: 'boot', description: 'Boot artifacts (kernels, initrds, iPXE binaries).' },
   { name: 'catalog', description: 'The image catalog: open listings and its management.' },
+  {
+    name: 'cache',
+    description: 'The artifact cache: image bytes served to machines, downloads, eviction.',
+  },
   { name: 'machines', description: 'Machine records and their bindings.' },
   { name: 'events', description: 'The audit log.' },
   { name: 'stream', description: 'Live updates over Server-Sent Events.' },

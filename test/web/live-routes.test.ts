@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { blobPath } from '../../src/cache/url.ts';
 import { imageRefForSrc } from '../../src/core/refs.ts';
 import { buildApp } from '../../src/web/app.ts';
 import { LiveBus, type LiveMessage } from '../../src/web/bus.ts';
@@ -27,6 +28,8 @@ const messages: LiveMessage[] = [];
 bus.subscribe((m) => messages.push(m));
 
 const SRC = 'https://images.example/os/debian-13-amd64.img.zst';
+/** Pull-through is the default: plans send machines to bty-web's cache, on the Host they used. */
+const SRC_VIA_CACHE = `http://pxe.lab:8080${blobPath(SRC)}`;
 const REF = imageRefForSrc(SRC);
 const SHA = 'c0ffee'.padEnd(64, '0');
 
@@ -171,7 +174,7 @@ describe('GET /pxe/{mac}/plan', () => {
       { boot_mode: 'bty-flash-once', bty_image_ref: REF, target_disk_serial: 'S3Z9' },
       {
         mode: 'flash',
-        image: SRC,
+        image: SRC_VIA_CACHE,
         target_disk_serial: 'S3Z9',
         name: 'debian-13',
         disk_image_sha: SHA,
@@ -184,7 +187,7 @@ describe('GET /pxe/{mac}/plan', () => {
       { boot_mode: 'bty-flash-always', bty_image_ref: REF, target_disk_serial: 'S3Z9' },
       {
         mode: 'flash',
-        image: SRC,
+        image: SRC_VIA_CACHE,
         target_disk_serial: 'S3Z9',
         name: 'debian-13',
         disk_image_sha: SHA,
@@ -246,8 +249,8 @@ describe('GET /pxe/{mac}/plan', () => {
     if (expected.mode === 'flash') {
       expect(logged?.details?.withcache).toEqual({
         configured: false,
-        hit: null,
-        served_from: 'origin',
+        hit: false,
+        served_from: 'cache',
       });
     }
     // The plan reads the binding, never changes it (nor the one-shot bit).
@@ -275,7 +278,7 @@ describe('GET /pxe/{mac}/plan', () => {
     });
     expect((await plan(mac)).json).toEqual({
       mode: 'flash',
-      image: src,
+      image: `http://pxe.lab:8080${blobPath(src)}`,
       target_disk_serial: 'WD-1',
       name: 'debian oras',
     });

@@ -26,6 +26,8 @@ import { parseOrasRef } from '../../core/oras-ref.ts';
 import { reprString } from '../../core/python-repr.ts';
 import { canonicalSrc, firstIndexOf, imageRefForSrc } from '../../core/refs.ts';
 import { clientIp, detail, type WebContext } from '../context.ts';
+import { withcacheBase, withcacheCatalogToml } from '../withcache.ts';
+import { artifactsOf, cacheStateOf } from '../artifacts.ts';
 import {
   addCatalogEntry,
   getCatalogEntry,
@@ -433,6 +435,18 @@ const IMAGES_DOC: RouteDoc = {
           ref: REF_SCHEMA,
           sha_short: { ...NULLABLE_STRING, description: 'The first 12 digits of sha256.' },
           arch: NULLABLE_STRING,
+          cache: {
+            type: 'object',
+            description:
+              "The artifact cache's copy (ours: upstream has no such key): `cached`, `queued`, `running` (with bytes so far), `failed`, `cancelled` or `absent`.",
+            properties: {
+              state: { enum: ['cached', 'queued', 'running', 'failed', 'cancelled', 'absent'] },
+              size: { type: ['integer', 'null'] },
+              digest: NULLABLE_STRING,
+              bytes_done: { type: 'integer' },
+              bytes_total: { type: ['integer', 'null'] },
+            },
+          },
         },
       },
     },
@@ -546,6 +560,21 @@ const IMPORT_DOC = protectedRoute({
       415: 'The Content-Type is none of application/toml, text/plain, application/json.',
       422: 'The catalog or the url does not validate; the message names the entry and field.',
       502: 'The catalog could not be fetched.',
+    }),
+  },
+});
+
+const WITHCACHE_IMPORT_DOC = protectedRoute({
+  summary: "Import withcache's catalog",
+  description:
+    'Merges the entries the configured withcache (`[withcache] url`) holds bytes for (its `GET /catalog`) into the catalog, with their origin src.',
+  tags: ['catalog'],
+  response: {
+    200: (IMPORT_DOC.response as Record<number, JsonSchema>)[200]!,
+    ...errors({
+      409: 'No withcache is configured, or an imported name would name two entries.',
+      422: 'The listing is not a withcache catalog, or an entry does not validate.',
+      502: "withcache's catalog could not be fetched.",
     }),
   },
 });
@@ -693,8 +722,13 @@ export function importUrlProblem(url: unknown): string | null {
   return null;
 }
 
-/** Where an imported catalog comes from: a URL (fetched) or its text (`source` names it). */
-export type ImportOrigin = { url: string } | { text: string | Uint8Array; source: string };
+/**
+ * Where an imported catalog comes from: a URL (fetched; `convert` turns another listing, such as
+ * withcache's JSON, into catalog text) or its text (`source` names it).
+ */
+export type ImportOrigin =
+  | { url: string; convert?: (body: string, source: string) => string }
+  | { text: string | Uint8Array; source: string };
 
 export interface ImportSummary {
   source: string;
@@ -733,6 +767,13 @@ export async function importCatalog(
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       return failed(fetchFailureStatus(err), `url: ${message}`);
+    }
+    if (origin.convert) {
+      try {
+        text = origin.convert(Buffer.from(text).toString('utf8'), origin.url);
+      } catch (err) {
+        return failed(422, err instanceof Error ? err.message : String(err));
+      }
     }
   } else {
     text = origin.text;
@@ -836,9 +877,22 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
 
   // -- open ---------------------------------------------------------------------------------
 
-  app.get('/images', { schema: IMAGES_DOC }, async () =>
-    (await listCatalogEntries(db)).map(imageListing),
-  );
+  app.get('/images', { schema: IMAGES_DOC }, async () => {
+    const cache = artifactsOf(ctx);
+    return (await listCatalogEntries(db)).map((entry) => {
+      const state = cacheStateOf(cache, entry.src);
+      return {
+        ...imageListing(entry),
+        cache: {
+          state: state.state,
+          size: state.size,
+          digest: state.digest,
+          bytes_done: state.bytes_done,
+          bytes_total: state.bytes_total,
+        },
+      };
+    });
+  });
 
   app.get('/catalog.toml', { schema: CATALOG_TOML_DOC }, async (_req, reply) =>
     reply.type(TOML_TYPE).send(renderCatalogToml(await listCatalogEntries(db))),
@@ -926,4 +980,33 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
       return reply.code(200).send(result.summary);
     },
   );
+
+  app.post(
+    '/catalog/import/withcache',
+    { onRequest: guard, schema: WITHCACHE_IMPORT_DOC },
+    async (req, reply) => {
+      const result = await importFromWithcache(ctx, ipOf(req));
+      if (!result.ok) return detail(reply, result.status, result.message);
+      return reply.code(200).send(result.summary);
+    },
+  );
+}
+
+/**
+ * Imports the entries an external withcache holds bytes for (its `GET /catalog`), as any
+ * catalog import: all or none, logged. 409 when no withcache is configured.
+ */
+export async function importFromWithcache(
+  ctx: WebContext,
+  sourceIp: string | null,
+): Promise<{ ok: true; summary: ImportSummary } | CatalogRefusal> {
+  const base = withcacheBase(ctx.config?.config.withcache.url ?? '');
+  if (base === '') {
+    return {
+      ok: false,
+      status: 409,
+      message: 'no withcache is configured: set [withcache] url or BTY_WITHCACHE_URL',
+    };
+  }
+  return importCatalog(ctx, { url: `${base}/catalog`, convert: withcacheCatalogToml }, sourceIp);
 }

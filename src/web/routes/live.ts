@@ -18,6 +18,8 @@ import {
 import { getCatalogEntry, type StoredCatalogEntry } from '../db/catalog.ts';
 import { appendEvent, type NewEvent } from '../db/events.ts';
 import { touchMachine } from '../db/machines.ts';
+import { artifactsOf } from '../artifacts.ts';
+import { cacheable, digestHex, planImage, type PlanImage } from '../plan-image.ts';
 import {
   BAD_MAC_OR_JSON,
   MAC_PARAM,
@@ -486,6 +488,22 @@ const PROGRESS_DOC: RouteDoc = {
 // The routes
 // ---------------------------------------------------------------------------------------------
 
+/** Where this plan's machine gets the image bytes (src/web/plan-image.ts decides). */
+function planImageFor(ctx: WebContext, entry: StoredCatalogEntry, host: string): PlanImage {
+  const cache = artifactsOf(ctx);
+  const stored = cacheable(entry.src) ? cache.store.lookupKey(entry.ref) : undefined;
+  // A copy whose digest is not the catalog's is stale: the cache will not serve it either.
+  const expected = digestHex(entry.sha256);
+  const cached =
+    stored && (expected === null || digestHex(stored.digest) === expected) ? stored : null;
+  return planImage(entry, {
+    host,
+    withcacheBase: cache.withcacheBase,
+    mode: cache.mode,
+    cached: cached ? { digest: cached.digest } : null,
+  });
+}
+
 export function registerLiveRoutes(app: FastifyInstance, ctx: WebContext): void {
   const { db } = ctx.database;
   const now = ctx.now;
@@ -536,17 +554,21 @@ export function registerLiveRoutes(app: FastifyInstance, ctx: WebContext): void 
       switch (dispatch.mode) {
         case 'flash': {
           const e: StoredCatalogEntry = dispatch.entry;
-          // The origin URL for now; the artifact-cache issue routes it through the cache.
+          const image = planImageFor(ctx, e, host);
           plan = {
             mode: 'flash',
-            image: e.src,
+            image: image.url,
             target_disk_serial: dispatch.target_disk_serial,
             name: e.name,
-            ...(e.sha256 ? { disk_image_sha: e.sha256 } : {}),
+            ...(image.sha256 ? { disk_image_sha: image.sha256 } : {}),
             ...(e.format ? { format: e.format } : {}),
           };
           summary = `${mac} plan: flash ${e.name} (${e.ref.slice(0, 12)}) to disk ${dispatch.target_disk_serial}`;
-          extra.withcache = { configured: false, hit: null, served_from: 'origin' };
+          extra.withcache = {
+            configured: image.served_from === 'withcache',
+            hit: image.hit,
+            served_from: image.served_from,
+          };
           break;
         }
         case 'interactive':
