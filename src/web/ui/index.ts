@@ -117,6 +117,7 @@ export const NOTICE_PARAMS = [
   'uploaded',
   'machine',
   'ref',
+  'cache',
 ] as const;
 
 /**

@@ -14,16 +14,20 @@ import { getCatalogEntry, listCatalogEntries, type StoredCatalogEntry } from '..
 import {
   addEntry,
   importCatalog,
+  importFromWithcache,
   importUrlProblem,
   MAX_SRC_LENGTH,
   removeEntry,
   type EntryInput,
   type ImportOrigin,
 } from '../../routes/catalog.ts';
-import { CopyButton, EmptyRow } from '../components.tsx';
-import { formatBytes, formatCount, shortHash } from '../format.ts';
+import { artifactsOf, cacheStateOf, type ArtifactCache, type CacheState } from '../../artifacts.ts';
+import { cacheable } from '../../plan-image.ts';
+import { downloadBound, downloadEntries, removeCached } from '../../routes/cache.ts';
+import { CopyButton, EmptyRow, liveTrigger } from '../components.tsx';
+import { formatBytes, formatCount, formatRate, shortHash } from '../format.ts';
 import { frameOf, refuseForgery, uiGuard, type Frame } from '../guard.ts';
-import { seeOther, sendPage } from '../html.ts';
+import { seeOther, sendFragment, sendPage } from '../html.ts';
 import { Csrf, Layout, type PageAlert } from '../layout.tsx';
 import { closeAfter, multipartForm, sessionOnlyGuard } from '../multipart.ts';
 import { queryText } from '../table.ts';
@@ -110,14 +114,159 @@ function BoundCell({ entryRef, macs }: { entryRef: string; macs: readonly string
   );
 }
 
+/** A small POST button for one entry's cache (every form carries the CSRF token). */
+function CacheAction({
+  entry,
+  action,
+  csrf,
+  label,
+  icon,
+  tone,
+}: {
+  entry: StoredCatalogEntry;
+  action: 'download' | 'cancel' | 'remove';
+  csrf: string;
+  label: string;
+  icon: string;
+  tone: string;
+}) {
+  return (
+    <form method="post" action={`/ui/catalog/${entry.ref}/cache/${action}`} class="d-inline">
+      <Csrf token={csrf} />
+      <button
+        type="submit"
+        class={`btn btn-sm btn-outline-${tone} cache-${action}`}
+        aria-label={`${label} ${entry.name}`}
+        title={label}
+      >
+        <i class={`bi ${icon}`} aria-hidden="true"></i>
+      </button>
+    </form>
+  );
+}
+
+/** The cache column: state, progress while downloading, and what the operator can do. */
+function CacheCell({
+  entry,
+  state,
+  csrf,
+}: {
+  entry: StoredCatalogEntry;
+  state: CacheState | null;
+  csrf: string;
+}) {
+  if (state === null) {
+    return (
+      <span class="text-body-secondary" title="The live environment reads file:// sources itself">
+        n/a
+      </span>
+    );
+  }
+  const download = (
+    <CacheAction
+      entry={entry}
+      action="download"
+      csrf={csrf}
+      label="Download into the cache"
+      icon="bi-cloud-download"
+      tone="primary"
+    />
+  );
+  switch (state.state) {
+    case 'cached':
+      return (
+        <div class="cache-state text-nowrap" data-state="cached">
+          <span class="badge text-bg-success me-1">cached</span>
+          <span class="small me-1" title={state.digest ?? undefined}>
+            {formatBytes(state.size ?? 0)}
+          </span>
+          <CacheAction
+            entry={entry}
+            action="remove"
+            csrf={csrf}
+            label="Remove the cached copy"
+            icon="bi-x-lg"
+            tone="secondary"
+          />
+        </div>
+      );
+    case 'queued':
+    case 'running': {
+      const total = state.bytes_total;
+      const percent = total ? Math.min(100, Math.floor((state.bytes_done * 100) / total)) : null;
+      const text =
+        state.state === 'queued'
+          ? 'queued'
+          : `${formatBytes(state.bytes_done)}${total ? ` of ${formatBytes(total)}` : ''}` +
+            (state.rate > 0 ? `, ${formatRate(state.rate)}` : '');
+      return (
+        <div class="cache-state" data-state={state.state} style="min-width: 12rem">
+          <div
+            class="progress mb-1"
+            role="progressbar"
+            aria-label={`Cache download of ${entry.name}`}
+            aria-valuenow={percent ?? undefined}
+            aria-valuemin={0}
+            aria-valuemax={100}
+          >
+            <div
+              class={`progress-bar${percent === null ? ' progress-bar-striped progress-bar-animated' : ''}`}
+              style={`width: ${percent ?? 100}%`}
+            >
+              {percent !== null ? `${percent}%` : ''}
+            </div>
+          </div>
+          <span class="small text-body-secondary me-1">
+            {state.pull_through ? 'filling for a machine: ' : ''}
+            {text}
+          </span>
+          <CacheAction
+            entry={entry}
+            action="cancel"
+            csrf={csrf}
+            label="Cancel the download"
+            icon="bi-stop-circle"
+            tone="danger"
+          />
+        </div>
+      );
+    }
+    case 'failed':
+    case 'cancelled':
+      return (
+        <div class="cache-state text-nowrap" data-state={state.state}>
+          <span
+            class={`badge ${state.state === 'failed' ? 'text-bg-danger' : 'text-bg-secondary'} me-1`}
+            title={state.error ?? undefined}
+          >
+            {state.state}
+          </span>
+          {download}
+          {state.error ? (
+            <div class="small text-danger-emphasis cache-error">{state.error}</div>
+          ) : null}
+        </div>
+      );
+    case 'absent':
+      return (
+        <div class="cache-state text-nowrap" data-state="absent">
+          <span class="text-body-secondary small me-1">not cached</span>
+          {download}
+        </div>
+      );
+  }
+}
+
 function EntryRow({
   entry,
   macs,
   csrf,
+  cache,
 }: {
   entry: StoredCatalogEntry;
   macs: readonly string[];
   csrf: string;
+  cache: CacheState | null;
 }) {
   const question =
     `Delete the catalog entry ${entry.name}?` +
@@ -169,6 +318,9 @@ function EntryRow({
       <td>
         <BoundCell entryRef={entry.ref} macs={macs} />
       </td>
+      <td>
+        <CacheCell entry={entry} state={cache} csrf={csrf} />
+      </td>
       <td class="text-end">
         <form method="post" action={`/ui/catalog/${entry.ref}/delete`} data-confirm={question}>
           <Csrf token={csrf} />
@@ -188,17 +340,36 @@ function EntryRow({
   );
 }
 
+/** Each entry's cache state (null for sources the cache does not take). */
+function cacheStates(
+  cache: ArtifactCache,
+  entries: readonly StoredCatalogEntry[],
+): Map<string, CacheState | null> {
+  return new Map(entries.map((e) => [e.ref, cacheable(e.src) ? cacheStateOf(cache, e.src) : null]));
+}
+
+const TABLE_FRAGMENT = '/ui/catalog/table';
+
 function CatalogTable({
   entries,
   bound,
   csrf,
+  cache,
 }: {
   entries: readonly StoredCatalogEntry[];
   bound: ReadonlyMap<string, readonly string[]>;
   csrf: string;
+  cache: ReadonlyMap<string, CacheState | null>;
 }) {
   return (
-    <div class="table-responsive mb-4">
+    // Refetched when a cache download moves (at most once a second, and once after the last).
+    <div
+      class="table-responsive mb-4"
+      id="catalog-rows"
+      hx-get={TABLE_FRAGMENT}
+      hx-trigger={liveTrigger('cache')}
+      hx-swap="outerHTML"
+    >
       <table class="table table-sm table-hover align-middle" id="catalog-table">
         <thead>
           <tr>
@@ -210,6 +381,7 @@ function CatalogTable({
             <th scope="col">Source</th>
             <th scope="col">Ref</th>
             <th scope="col">Bound machines</th>
+            <th scope="col">Cache</th>
             <th scope="col">
               <span class="visually-hidden">Actions</span>
             </th>
@@ -217,13 +389,18 @@ function CatalogTable({
         </thead>
         <tbody>
           {entries.length === 0 ? (
-            <EmptyRow columns={9}>
+            <EmptyRow columns={10}>
               The catalog is empty. Add an image by its URL below, or import a catalog TOML (a file,
               or an http(s):// or oras:// URL). Machines can only be bound to images listed here.
             </EmptyRow>
           ) : (
             entries.map((entry) => (
-              <EntryRow entry={entry} macs={bound.get(entry.ref) ?? []} csrf={csrf} />
+              <EntryRow
+                entry={entry}
+                macs={bound.get(entry.ref) ?? []}
+                csrf={csrf}
+                cache={cache.get(entry.ref) ?? null}
+              />
             ))
           )}
         </tbody>
@@ -434,10 +611,71 @@ function ImportForm({ csrf, url, error }: { csrf: string; url: string; error: st
   );
 }
 
+/** What the cache card shows. */
+interface CacheSummary {
+  mode: 'pull-through' | 'curated';
+  usedBytes: number;
+  maxBytes: number;
+  entries: number;
+  withcache: string;
+}
+
+function cacheSummaryOf(cache: ArtifactCache): CacheSummary {
+  return {
+    mode: cache.mode,
+    usedBytes: cache.store.usedBytes(),
+    maxBytes: cache.store.maxBytes,
+    entries: cache.store.entries().length,
+    withcache: cache.withcacheBase,
+  };
+}
+
+function CacheCard({ summary, csrf }: { summary: CacheSummary; csrf: string }) {
+  return (
+    <div class="card mb-3" id="cache-card">
+      <div class="card-body py-2 d-flex flex-wrap align-items-center gap-2">
+        <div class="me-auto small">
+          <strong>Artifact cache</strong> ({summary.mode}):{' '}
+          {summary.mode === 'pull-through'
+            ? 'a machine asking for an image that is not cached yet fills the cache while it downloads.'
+            : 'machines get an image from the cache only once it was downloaded here.'}{' '}
+          <span id="cache-usage">
+            {formatCount(summary.entries)} cached, {formatBytes(summary.usedBytes)}
+            {summary.maxBytes > 0 ? ` of ${formatBytes(summary.maxBytes)}` : ''}
+          </span>
+          .
+          {summary.withcache ? (
+            <div class="text-warning-emphasis">
+              Plans send machines to the withcache at <code>{summary.withcache}</code>, not to this
+              cache.
+            </div>
+          ) : null}
+        </div>
+        <form method="post" action="/ui/catalog/cache/download-bound" class="d-inline">
+          <Csrf token={csrf} />
+          <button type="submit" class="btn btn-sm btn-outline-primary" id="download-bound">
+            <i class="bi bi-cloud-download me-1" aria-hidden="true"></i>Download all bound images
+          </button>
+        </form>
+        {summary.withcache ? (
+          <form method="post" action="/ui/catalog/import-withcache" class="d-inline">
+            <Csrf token={csrf} />
+            <button type="submit" class="btn btn-sm btn-outline-secondary" id="import-withcache">
+              <i class="bi bi-box-arrow-in-down me-1" aria-hidden="true"></i>Import from withcache
+            </button>
+          </form>
+        ) : null}
+      </div>
+    </div>
+  );
+}
+
 interface CatalogView {
   frame: Frame;
   entries: readonly StoredCatalogEntry[];
   bound: ReadonlyMap<string, readonly string[]>;
+  cache: ReadonlyMap<string, CacheState | null>;
+  cacheSummary: CacheSummary;
   alerts: readonly PageAlert[];
   addValues: AddEntryValues;
   addError: FormError | null;
@@ -462,7 +700,8 @@ export function CatalogPage(view: CatalogView) {
         {entries.length === 1 ? '1 image' : `${formatCount(entries.length)} images`}. Each entry is
         keyed by its ref (the sha256 of its canonical source), which is what a machine is bound to.
       </p>
-      <CatalogTable entries={entries} bound={view.bound} csrf={frame.csrf} />
+      <CacheCard summary={view.cacheSummary} csrf={frame.csrf} />
+      <CatalogTable entries={entries} bound={view.bound} csrf={frame.csrf} cache={view.cache} />
       <div class="row">
         <div class="col-lg-7">
           <AddEntryForm csrf={frame.csrf} values={view.addValues} error={view.addError} />
@@ -580,6 +819,8 @@ async function alertsFromQuery(ctx: WebContext, query: unknown): Promise<PageAle
       }
     }
   }
+  const cacheNote = queryText(query, 'cache');
+  if (cacheNote) alerts.push({ kind: 'success', text: cacheNote });
   const error = queryText(query, 'error');
   if (error) alerts.push({ kind: 'danger', text: error });
   return alerts;
@@ -621,10 +862,14 @@ export function registerCatalogPage(app: FastifyInstance, ctx: WebContext): void
     extra: Partial<CatalogView> = {},
   ) => {
     const frame = frameOf(ctx, req, reply, 'catalog');
+    const entries = await listCatalogEntries(ctx.database.db);
+    const cache = artifactsOf(ctx);
     const view: CatalogView = {
       frame,
-      entries: await listCatalogEntries(ctx.database.db),
+      entries,
       bound: await boundMachines(ctx),
+      cache: cacheStates(cache, entries),
+      cacheSummary: cacheSummaryOf(cache),
       alerts: await alertsFromQuery(ctx, req.query),
       addValues: NO_VALUES,
       addError: null,
@@ -638,6 +883,99 @@ export function registerCatalogPage(app: FastifyInstance, ctx: WebContext): void
 
   app.get('/ui/catalog', { preHandler: uiGuard(ctx), schema: { hide: true } }, (req, reply) =>
     page(req, reply, 200),
+  );
+
+  app.get(
+    TABLE_FRAGMENT,
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const frame = frameOf(ctx, req, reply, 'catalog');
+      const entries = await listCatalogEntries(ctx.database.db);
+      return sendFragment(
+        reply,
+        <CatalogTable
+          entries={entries}
+          bound={await boundMachines(ctx)}
+          csrf={frame.csrf}
+          cache={cacheStates(artifactsOf(ctx), entries)}
+        />,
+      );
+    },
+  );
+
+  const back = (reply: FastifyReply, key: 'cache' | 'error', text: string) =>
+    seeOther(reply, `/ui/catalog?${new URLSearchParams({ [key]: text })}`);
+
+  app.post<{ Params: { ref: string; action: string } }>(
+    '/ui/catalog/:ref/cache/:action',
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const { action } = req.params;
+      const ref = req.params.ref.toLowerCase();
+      const entry = CATALOG_REF.test(ref) ? await getCatalogEntry(ctx.database.db, ref) : null;
+      if (!entry) return back(reply, 'error', `No catalog entry with ref ${ref}: nothing changed.`);
+      const cache = artifactsOf(ctx);
+      if (action === 'download') {
+        if (!cacheable(entry.src)) {
+          return back(reply, 'error', `${entry.name}: a file:// source is not cached.`);
+        }
+        const result = await downloadEntries(ctx, [entry], ipOf(req), 'entry');
+        return back(
+          reply,
+          'cache',
+          result.cached.length > 0
+            ? `${entry.name} is cached already.`
+            : `Downloading ${entry.name} into the cache.`,
+        );
+      }
+      if (action === 'cancel') {
+        const state = cacheStateOf(cache, entry.src).state;
+        if ((state !== 'queued' && state !== 'running') || !cache.manager.cancel(entry.src)) {
+          return back(reply, 'error', `No download of ${entry.name} is under way.`);
+        }
+        return back(reply, 'cache', `Cancelled the download of ${entry.name}.`);
+      }
+      if (action === 'remove') {
+        const removed = await removeCached(ctx, entry.ref, ipOf(req));
+        if (removed === 'busy') {
+          return back(reply, 'error', `${entry.name} is downloading: cancel it first.`);
+        }
+        return removed === 'removed'
+          ? back(reply, 'cache', `Removed the cached copy of ${entry.name}.`)
+          : back(reply, 'error', `${entry.name} was not cached.`);
+      }
+      return back(reply, 'error', `Unknown cache action ${JSON.stringify(action.slice(0, 40))}.`);
+    },
+  );
+
+  app.post(
+    '/ui/catalog/cache/download-bound',
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const result = await downloadBound(ctx, ipOf(req));
+      const parts = [
+        `${result.downloads.length} download${result.downloads.length === 1 ? '' : 's'} started`,
+        `${result.cached.length} already cached`,
+        ...(result.skipped.length > 0 ? [`${result.skipped.length} cannot be cached`] : []),
+      ];
+      return back(reply, 'cache', `Bound images: ${parts.join(', ')}.`);
+    },
+  );
+
+  app.post(
+    '/ui/catalog/import-withcache',
+    { preHandler: uiGuard(ctx), schema: { hide: true } },
+    async (req, reply) => {
+      const result = await importFromWithcache(ctx, ipOf(req));
+      if (!result.ok) return back(reply, 'error', `Nothing was imported: ${result.message}`);
+      const { summary } = result;
+      const q = new URLSearchParams({
+        imported: String(summary.entries.length),
+        added_count: String(summary.added),
+        updated_count: String(summary.updated),
+      });
+      return seeOther(reply, `/ui/catalog?${q}`);
+    },
   );
 
   app.post(
