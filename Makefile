@@ -79,7 +79,7 @@ bench-tftp: deps-bench build
 	node bench/tftp/run.ts $(BENCH_TFTP_ARGS)
 
 bench-cache: build
-	@scripts/deps-debian.sh $(BENCH_PXE_DEBS)
+	@scripts/deps-debian.sh nginx curl time
 	node bench/cache/run.ts $(BENCH_CACHE_ARGS)
 
 clean:
