@@ -5,6 +5,7 @@
  * PXE-side requests arrive from outside the browser. Screenshots of every page land in
  * docs/screenshots/ (the README shows two of them).
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeChromium, launchChromium, startBtyWeb, type WebProcess } from '../helpers/browser.ts';
+import { startFaultServer } from '../helpers/fault-server.ts';
 
 const PASSWORD = 'browser-test-password';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
@@ -342,6 +344,40 @@ describe('without JavaScript', () => {
       expect(await p.inputValue('[name="labels"]')).toBe('no-js, rack-7');
     } finally {
       await plain.close();
+    }
+  });
+});
+
+describe('the artifact cache', () => {
+  it('Download on the Catalog page shows the progress live and ends cached', async () => {
+    const image = randomBytes(1536 * 1024);
+    const sha = createHash('sha256').update(image).digest('hex');
+    const origin = await startFaultServer();
+    // About four seconds: long enough to see the bar move.
+    origin.serve('/rocky-9.img', { body: image }, { bytesPerSecond: 384 * 1024 });
+    try {
+      await page.goto(`${web.base}/ui/catalog`);
+      await page.fill('#add-src', origin.urlFor('/rocky-9.img'));
+      await page.fill('#add-name', 'rocky-9');
+      await page.fill('#add-sha256', sha);
+      await page.click('#add-entry button[type="submit"]');
+      await page.waitForSelector('text=Added catalog entry rocky-9', WAIT);
+      const row = 'tr:has(.entry-name:text-is("rocky-9"))';
+      await page.waitForSelector(`${row} .cache-state[data-state="absent"]`, WAIT);
+      await page.waitForSelector('#live-indicator[data-state="live"]', WAIT);
+      await page.click(`${row} button.cache-download`);
+      await page.waitForSelector(`${row} .cache-state[data-state="running"]`, WAIT);
+      // From here on the page is not reloaded: the live 'cache' event refetches the table.
+      await page.evaluate(() => ((window as unknown as { btyMarker: number }).btyMarker = 1));
+      await page.waitForSelector(`${row} .cache-state[data-state="running"] [aria-valuenow]`, WAIT);
+      await page.waitForSelector(`${row} .cache-state[data-state="cached"]`, { timeout: 30_000 });
+      expect(
+        await page.evaluate(() => (window as unknown as { btyMarker?: number }).btyMarker),
+      ).toBe(1);
+      expect(await page.textContent(`${row} .cache-state`)).toContain('1.50 MiB');
+      expect(await page.textContent('#cache-usage')).toContain('1 cached');
+    } finally {
+      await origin.close();
     }
   });
 });

@@ -108,6 +108,10 @@ describe('the cache column', () => {
     expect(res.headers.get('location')).toMatch(/^\/ui\/catalog\?cache=Downloading/);
     const html = await waitForState(fast.ref, 'cached');
     expect(cacheCell(html, fast.ref).html).toContain('2.00 MiB');
+    // The card's usage line is a live fragment of its own.
+    const card = await op.page('/ui/catalog/cache-card');
+    expect(card).toMatch(/id="cache-card"[^>]*hx-get="\/ui\/catalog\/cache-card"/);
+    expect(card).toContain('1 cached, 2.00 MiB');
     const requested = await listEvents(server.database.db, { kind: 'cache.download.requested' });
     expect(requested.some((e) => e.subject_id === fast.ref)).toBe(true);
 

@@ -349,6 +349,7 @@ function cacheStates(
 }
 
 const TABLE_FRAGMENT = '/ui/catalog/table';
+const CARD_FRAGMENT = '/ui/catalog/cache-card';
 
 function CatalogTable({
   entries,
@@ -632,7 +633,14 @@ function cacheSummaryOf(cache: ArtifactCache): CacheSummary {
 
 function CacheCard({ summary, csrf }: { summary: CacheSummary; csrf: string }) {
   return (
-    <div class="card mb-3" id="cache-card">
+    // Its usage line follows downloads live, like the table.
+    <div
+      class="card mb-3"
+      id="cache-card"
+      hx-get={CARD_FRAGMENT}
+      hx-trigger={liveTrigger('cache')}
+      hx-swap="outerHTML"
+    >
       <div class="card-body py-2 d-flex flex-wrap align-items-center gap-2">
         <div class="me-auto small">
           <strong>Artifact cache</strong> ({summary.mode}):{' '}
@@ -901,6 +909,16 @@ export function registerCatalogPage(app: FastifyInstance, ctx: WebContext): void
         />,
       );
     },
+  );
+
+  app.get(CARD_FRAGMENT, { preHandler: uiGuard(ctx), schema: { hide: true } }, (req, reply) =>
+    sendFragment(
+      reply,
+      <CacheCard
+        summary={cacheSummaryOf(artifactsOf(ctx))}
+        csrf={frameOf(ctx, req, reply, 'catalog').csrf}
+      />,
+    ),
   );
 
   const back = (reply: FastifyReply, key: 'cache' | 'error', text: string) =>
