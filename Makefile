@@ -10,7 +10,7 @@ endif
 export PATH := $(NODE_BIN):$(PATH)
 
 RUNTIME_DEBS := qemu-utils zstd xz-utils bzip2 gzip util-linux fdisk parted udev ipxe
-TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl postgresql qemu-system-x86 seabios ipxe-qemu ovmf nasm mtools chromium dnsmasq-base isc-dhcp-server kea-dhcp4-server tftpd-hpa tmux ipxe tftp-hpa atftp
+TEST_DEBS := $(RUNTIME_DEBS) e2fsprogs dosfstools bmap-tools time docker-registry openssl apache2-utils curl postgresql qemu-system-x86 seabios ipxe-qemu ovmf nasm mtools chromium dnsmasq-base isc-dhcp-server kea-dhcp4-server tftpd-hpa tmux ipxe tftp-hpa atftp nftables
 BENCH_DEBS := $(TEST_DEBS)
 BENCH_PXE_DEBS := wrk nginx
 SOURCES := $(shell find src assets -name '*.ts' -o -name '*.tsx' -o -name '*.js' -o -name '*.css') tsconfig.json tsconfig.build.json
