@@ -21,11 +21,15 @@ import { listCatalogEntries, mergeCatalogEntries } from './db/catalog.ts';
 import { migrate, openDatabase, type BtyDatabase } from './db/database.ts';
 import { fromCatalogEntry } from './routes/catalog.ts';
 import { createSessions, resolveSessionSecret } from './session.ts';
+import { copyMissing, IPXE_BOOT_FILES, IPXE_DIR } from './netboot-files.ts';
+import { startTftpServer, type TftpServer } from '../tftp/index.ts';
+import { cacheMain } from '../cache/cli.ts';
 
 const USAGE = `usage: bty-web [--config PATH]... [--host HOST] [--port PORT]
        bty-web migrate [--config PATH]...
        bty-web export DIR [--force] [--config PATH]...
        bty-web import DIR [--config PATH]...
+       bty-web cache fetch|list|serve|remove ... [--dir DIR]   the artifact cache on its own
        bty-web --version
 
 --config PATH   a bty.toml or a drop-in folder of *.toml (repeatable; replaces the search list)
@@ -54,6 +58,7 @@ export async function main(
   io: WebIO = processIO,
   signals: { onStop?: (stop: () => void) => void } = {},
 ): Promise<ExitCode> {
+  if (argv[0] === 'cache') return cacheCommand(argv.slice(1), io);
   let values: {
     config?: string[];
     host?: string;
@@ -159,6 +164,14 @@ export async function main(
         return EXIT.ok;
       }
       await seedCatalog(database, paths.catalogFile, io);
+      if (config.boot.seed_dir) {
+        const seeded = await copyMissing(config.boot.seed_dir, paths.bootDir);
+        if (seeded.length > 0) {
+          io.err(
+            `bty-web: boot folder seeded from ${config.boot.seed_dir}: ${seeded.join(', ')}\n`,
+          );
+        }
+      }
       // Upstream's rule: an empty password means the public default `bty-lab`.
       const effective = config.admin.password.trim() || 'bty-lab';
       if (effective === 'bty-lab') {
@@ -178,6 +191,15 @@ export async function main(
         config: loaded,
       });
       await app.listen({ host: config.server.host, port: config.server.port });
+      let tftp: TftpServer | null = null;
+      if (config.tftp.enabled) {
+        try {
+          tftp = await startBuiltInTftp(config.tftp, paths.tftpRoot, io);
+        } catch (err) {
+          await app.close();
+          throw err;
+        }
+      }
       const address = app.server.address();
       const where =
         typeof address === 'object' && address !== null
@@ -199,6 +221,7 @@ export async function main(
         }
       });
       io.err('bty-web: stopping\n');
+      await tftp?.close();
       await app.close();
       return EXIT.ok;
     } finally {
@@ -213,6 +236,67 @@ export async function main(
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       io.err(`bty-web: ${(err as Error).message}: another server holds that address\n`);
       return EXIT.failure;
+    }
+    throw err;
+  }
+}
+
+/**
+ * `bty-web cache …`: the artifact cache without the server (src/cache/cli.ts): pre-fill it,
+ * list it, serve it on its own, remove entries. The folder defaults to the configured one
+ * (`[cache] dir`, else `<state_dir>/cache`), so it works on the server's own cache.
+ */
+async function cacheCommand(argv: string[], io: WebIO): Promise<ExitCode> {
+  const wantsHelp = argv.length === 0 || argv.includes('--help') || argv.includes('-h');
+  const hasDir = argv.some((a) => a === '--dir' || a.startsWith('--dir='));
+  let args = argv;
+  if (!hasDir && !wantsHelp) {
+    try {
+      const loaded = await loadConfig({});
+      args = [...argv, '--dir', resolvePaths(loaded.config).cacheDir];
+    } catch (err) {
+      if (!isBtyError(err)) throw err;
+      io.err(`bty-web: ${err.code}: ${err.message}\n`);
+      return err.exitCode;
+    }
+  }
+  const code = await cacheMain(args, { ...io, isTTY: false });
+  return code as ExitCode;
+}
+
+/**
+ * The TFTP server `[tftp] enabled` asks for, serving `root`, which gets the iPXE boot files of
+ * Debian's `ipxe` package when it lacks them (a file already there is never replaced). A port
+ * it cannot bind is an error naming the usual culprits.
+ */
+async function startBuiltInTftp(
+  settings: { host: string; port: number },
+  root: string,
+  io: WebIO,
+): Promise<TftpServer> {
+  const copied = await copyMissing(IPXE_DIR, root, IPXE_BOOT_FILES);
+  if (copied.length > 0) io.err(`bty-web: TFTP root ${root}: copied ${copied.join(', ')}\n`);
+  try {
+    const server = await startTftpServer({
+      root,
+      host: settings.host,
+      port: settings.port,
+      log: (line) => io.err(`bty-web: tftp: ${line}\n`),
+    });
+    const at = server.address();
+    io.err(`bty-web: TFTP serving ${root} on ${at.address}:${at.port} (udp)\n`);
+    return server;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES') {
+      throw new BtyError(
+        'BTY_ERR_CONFIG_INVALID',
+        `[tftp] cannot listen on ${settings.host}:${settings.port} (udp): ` +
+          (code === 'EADDRINUSE'
+            ? 'another TFTP server holds it (tftpd-hpa, or dnsmasq with enable-tftp)'
+            : 'port below 1024 needs root'),
+        { hint: 'stop the other server, set [tftp] port, or set [tftp] enabled = false' },
+      );
     }
     throw err;
   }
