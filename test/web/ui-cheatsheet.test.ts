@@ -76,9 +76,17 @@ const dnsmasqText = [
   "# iPXE chain: iPXE's own request gets bty-web's bootstrap script (this ends the loop).",
   'dhcp-boot=tag:ipxe,http://192.0.2.10:8080/pxe-bootstrap.ipxe',
   '',
-  '# To serve the iPXE files over TFTP from this dnsmasq (Debian package ipxe):',
+  '# TFTP: bty-web serves the iPXE files itself with [tftp] enabled = true (or run bty-tftp).',
+  '# Or let this dnsmasq serve them (Debian package ipxe; its default of 50 transfers at once',
+  '# is too few when a whole rack boots):',
   '#enable-tftp',
   '#tftp-root=/usr/lib/ipxe',
+  '#tftp-max=4096',
+  '# Virtual machines whose boot ROM is iPXE already (QEMU/KVM, libvirt, Proxmox) skip TFTP:',
+  '# their first request says iPXE. To send BIOS ones through TFTP anyway, replace the two',
+  '# set:ipxe lines above with these (the iPXE loaded over TFTP sends that user class):',
+  '#dhcp-userclass=set:ipxe,bty-chained',
+  '#dhcp-option-force=tag:bios,tag:!ipxe,77,bty-chained',
 ];
 
 const dnsmasqProxyText = [

@@ -75,9 +75,17 @@ export function dnsmasqSnippet(addresses: BootAddresses): string {
     "# iPXE chain: iPXE's own request gets bty-web's bootstrap script (this ends the loop).",
     `dhcp-boot=tag:ipxe,${bootstrap}`,
     '',
-    '# To serve the iPXE files over TFTP from this dnsmasq (Debian package ipxe):',
+    '# TFTP: bty-web serves the iPXE files itself with [tftp] enabled = true (or run bty-tftp).',
+    '# Or let this dnsmasq serve them (Debian package ipxe; its default of 50 transfers at once',
+    '# is too few when a whole rack boots):',
     '#enable-tftp',
     '#tftp-root=/usr/lib/ipxe',
+    '#tftp-max=4096',
+    '# Virtual machines whose boot ROM is iPXE already (QEMU/KVM, libvirt, Proxmox) skip TFTP:',
+    '# their first request says iPXE. To send BIOS ones through TFTP anyway, replace the two',
+    '# set:ipxe lines above with these (the iPXE loaded over TFTP sends that user class):',
+    '#dhcp-userclass=set:ipxe,bty-chained',
+    '#dhcp-option-force=tag:bios,tag:!ipxe,77,bty-chained',
   );
 }
 
