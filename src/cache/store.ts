@@ -47,6 +47,8 @@ export interface CacheEntry {
 export interface CacheStoreOptions {
   /** Size limit in bytes; 0 (the default) is unlimited. */
   maxBytes?: number;
+  /** Told about each entry evicted to make room (after it is gone). */
+  onEvict?: (entry: CacheEntry) => void;
   /** True for entries eviction must keep (an image some machine is bound to). */
   isPinned?: (origin: string, key: string) => boolean;
   /** How often touched entries' last use is written back, ms (default 60 s). */
@@ -70,6 +72,7 @@ export class CacheStore {
   readonly dir: string;
   maxBytes: number;
   isPinned: (origin: string, key: string) => boolean;
+  onEvict: ((entry: CacheEntry) => void) | undefined;
   private readonly entriesByKey = new Map<string, CacheEntry>();
   private readonly dirtyKeys = new Set<string>();
   private readonly reservations = new Set<Reservation>();
@@ -82,6 +85,7 @@ export class CacheStore {
     this.dir = dir;
     this.maxBytes = options.maxBytes ?? 0;
     this.isPinned = options.isPinned ?? (() => false);
+    this.onEvict = options.onEvict;
     this.tempDir = join(dir, 'tmp', `${process.pid}.${++storeInstances}`);
     const flushMs = options.touchFlushMs ?? 60_000;
     if (flushMs > 0) {
@@ -194,6 +198,7 @@ export class CacheStore {
           .find((e) => e.key !== replacing?.key && !this.isPinned(e.origin, e.key));
         if (!victim) throw this.fullError(bytes);
         this.dropEntry(victim);
+        this.onEvict?.(victim);
       }
     }
     const reservation: Reservation = {

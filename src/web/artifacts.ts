@@ -76,9 +76,35 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
   };
   const dir = ctx.cacheDir ?? (settings.dir || join(dirname(ctx.bootDir), 'cache'));
   let pinned = new Set<string>();
+  /** Appends an audit event without holding up the cache (a failed write is not its failure). */
+  const record = (event: NewEvent) => {
+    void appendEvent(ctx.database.db, event, ctx.now())
+      .then((id) => ctx.bus.publish(auditMessage(id, { ...event, subject_id: event.subjectId })))
+      .catch(() => {});
+  };
   const store = CacheStore.open(dir, {
     maxBytes: settings.max_bytes,
     isPinned: (_origin, key) => pinned.has(key),
+    onEvict: (entry) => {
+      ctx.bus.publish({ type: 'cache', url: entry.origin, ref: entry.key, status: 'evicted' });
+      record({
+        kind: 'cache.entry.evicted',
+        summary: clip(
+          `${entry.origin} evicted from the cache to make room (${entry.size} bytes, last used ${entry.last_used_at})`,
+        ),
+        subjectKind: 'catalog',
+        subjectId: entry.key,
+        actor: 'system',
+        sourceIp: null,
+        details: {
+          origin: entry.origin,
+          ref: entry.key,
+          digest: entry.digest,
+          size: entry.size,
+          last_used_at: entry.last_used_at,
+        },
+      });
+    },
   });
   const manager = new CacheManager(store, { concurrency: settings.concurrency });
 
@@ -134,6 +160,10 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
   };
 }
 
+function clip(text: string, max = 300): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
 const AUDITED: Partial<Record<CacheJobEvent['type'], EventKind>> = {
   started: 'cache.download.started',
   completed: 'cache.downloaded',
@@ -156,7 +186,7 @@ function auditOf(event: CacheJobEvent): NewEvent | null {
           : `cache ${how} of ${job.origin} cancelled`;
   return {
     kind,
-    summary: summary.length > 300 ? `${summary.slice(0, 299)}…` : summary,
+    summary: clip(summary),
     subjectKind: 'catalog',
     subjectId: job.key,
     actor: 'system',

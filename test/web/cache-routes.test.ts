@@ -321,34 +321,44 @@ describe('curated', () => {
     expect(server.base).toBeTruthy();
   });
 
-  it('eviction never removes an image a machine is bound to', async () => {
-    const { op, origin } = await start({
+  it('eviction makes room from unbound images (logged), never from a bound one', async () => {
+    const { op, origin, server } = await start({
       BTY_CACHE_MODE: 'curated',
       BTY_CACHE_MAX_BYTES: String(IMAGE.length + 1024),
     });
     origin.serve('/images/other.img', { body: IMAGE });
+    origin.serve('/images/loose.img', { body: IMAGE });
+    const loose = await addEntry(op, origin.urlFor('/images/loose.img'), { name: 'loose' });
     const bound = await addEntry(op, origin.urlFor('/images/disk.img.zst'), { name: 'bound' });
     const other = await addEntry(op, origin.urlFor('/images/other.img'), { name: 'other' });
     await bind(op, '52:54:00:c0:00:05', bound.ref);
+    const cachedRefs = async () => (await cacheDoc(op)).entries.map((e) => e.ref);
 
+    await api(op, 'POST', '/cache/downloads', { ref: loose.ref });
+    await until('the loose image cached', async () =>
+      (await cachedRefs()).includes(loose.ref) ? true : null,
+    );
+    // The bound image needs the room: the unbound one goes, and the log says so.
     await api(op, 'POST', '/cache/downloads', { ref: bound.ref });
     await until('the bound image cached', async () =>
-      (await cacheDoc(op)).entries.length === 1 ? true : null,
+      (await cachedRefs()).includes(bound.ref) ? true : null,
     );
+    expect(await cachedRefs()).toEqual([bound.ref]);
+    const evicted = await until('the eviction event', async () => {
+      const rows = await listEvents(server.database.db, { kind: 'cache.entry.evicted' });
+      return rows.length > 0 ? rows : null;
+    });
+    expect(evicted[0]).toMatchObject({ subject_id: loose.ref, actor: 'system' });
+
+    // Now only a bound image could make room: the next download fails instead.
     await api(op, 'POST', '/cache/downloads', { ref: other.ref });
     const failed = await until('the second download to fail', async () => {
-      const jobs = (await cacheDoc(op)).downloads as Array<{
-        key: string;
-        state: string;
-        error: string | null;
-      }>;
-      const job = jobs.find((j) => j.key === other.ref);
+      const job = (await cacheDoc(op)).downloads.find((j) => j.key === other.ref);
       return job && job.state !== 'queued' && job.state !== 'running' ? job : null;
     });
     expect(failed.state).toBe('failed');
     expect(failed.error).toMatch(/cache full/);
-    const entries = (await cacheDoc(op)).entries as Array<{ ref: string }>;
-    expect(entries.map((e) => e.ref)).toEqual([bound.ref]);
+    expect(await cachedRefs()).toEqual([bound.ref]);
   });
 });
 
