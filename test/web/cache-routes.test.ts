@@ -244,6 +244,14 @@ describe('pull-through (the default)', () => {
     });
     expect(failed[0]?.subject_id).toBe(entry.ref);
     expect((await cacheDoc(op)).entries).toEqual([]);
+    // A machine retrying is told why, in words and as a code the agent turns into exit 4; the
+    // origin is not asked again for bytes known to be wrong.
+    const upstreamGets = originGets(origin).length;
+    const again = await fetch(url, { headers: { range: 'bytes=1000-' } });
+    expect(again.status).toBe(502);
+    expect(again.headers.get('x-bty-error')).toBe('BTY_ERR_INTEGRITY');
+    expect(((await again.json()) as { detail: string }).detail).toMatch(/sha256/);
+    expect(originGets(origin)).toHaveLength(upstreamGets);
   });
 });
 

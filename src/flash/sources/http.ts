@@ -12,7 +12,7 @@
  */
 import type http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BtyError } from '../../core/errors.ts';
+import { BtyError, ERRORS, type ErrorCode } from '../../core/errors.ts';
 import { basenameOf } from '../../core/formats.ts';
 import { HttpTransportError, openHttp } from '../../net/http-client.ts';
 import type { ImageSource } from './source.ts';
@@ -70,6 +70,49 @@ function header(res: http.IncomingMessage, name: string): string | null {
   const v = res.headers[name];
   if (Array.isArray(v)) return v[0] ?? null;
   return v ?? null;
+}
+
+/** The most of an error body read to quote the server's own words. */
+const SERVER_DETAIL_MAX_BYTES = 4096;
+
+/**
+ * An error a bty server names (`X-Bty-Error: BTY_ERR_…` on a 4xx/5xx, with `{"detail": …}` and
+ * the same words in `X-Bty-Detail` for HEAD):
+ * bty-web's artifact cache says so when the origin's bytes failed the catalog's sha256, so the
+ * agent reports an integrity failure (exit 4) instead of retrying a download that cannot
+ * succeed. Null for any other answer; the body is consumed only when the header is there.
+ */
+async function serverReportedError(
+  res: http.IncomingMessage,
+  display: string,
+): Promise<BtyError | null> {
+  const status = res.statusCode ?? 0;
+  const code = header(res, 'x-bty-error');
+  if (status < 400 || !code || !Object.hasOwn(ERRORS, code)) return null;
+  let text = '';
+  try {
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      text += chunk.toString('utf8');
+      if (text.length >= SERVER_DETAIL_MAX_BYTES) break;
+    }
+  } catch {
+    // The words are a courtesy: the code alone is the error.
+  } finally {
+    res.destroy();
+  }
+  // The words: the JSON body's `detail`, else (a HEAD has no body) the X-Bty-Detail header.
+  let detail = header(res, 'x-bty-detail') ?? '';
+  try {
+    const parsed = JSON.parse(text) as { detail?: unknown };
+    if (typeof parsed.detail === 'string') detail = parsed.detail;
+  } catch {
+    // Not JSON: keep the header's words.
+  }
+  return new BtyError(
+    code as ErrorCode,
+    `${display}: the server answered HTTP ${status}: ${detail || code}`,
+    { details: { status, url: display, server_error: code } },
+  );
 }
 
 /** Parses `bytes a-b/total`; null when malformed. Total may be `*` (unknown → null). */
@@ -310,6 +353,8 @@ export class HttpSource implements ImageSource {
       opened = await this.follow(this.url, method, extra, signal);
     }
     this.currentUrl = opened.url;
+    const reported = await serverReportedError(opened.res, this.display);
+    if (reported) throw reported;
     return opened;
   }
 

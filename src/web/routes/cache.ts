@@ -30,7 +30,7 @@ import { clientIp, detail, type WebContext } from '../context.ts';
 import { getCatalogEntry, listCatalogEntries, type StoredCatalogEntry } from '../db/catalog.ts';
 import { appendEvent, type NewEvent } from '../db/events.ts';
 import { errors, noContent, protectedRoute, textResponse, type JsonSchema } from '../openapi.ts';
-import { cacheable } from '../plan-image.ts';
+import { cacheable, digestHex } from '../plan-image.ts';
 import { requireSession } from './auth.ts';
 
 const REF = /^[0-9a-f]{64}$/;
@@ -190,6 +190,29 @@ const REMOVE_DOC = protectedRoute({
   },
 });
 
+/** How long a fill that failed its digest keeps machines from starting the same fill again. */
+const INTEGRITY_HOLD_MS = 10 * 60_000;
+
+/**
+ * The latest job of an origin when it failed the digest the catalog still expects, recently;
+ * else null. A changed catalog sha256, or an operator's new download, lifts it.
+ */
+function recentIntegrityFailure(
+  job: CacheJob | undefined,
+  entry: StoredCatalogEntry,
+  now: Date,
+): CacheJob | null {
+  if (!job || job.state !== 'failed' || job.error_code !== 'BTY_ERR_INTEGRITY') return null;
+  if (!job.finished_at || now.getTime() - Date.parse(job.finished_at) > INTEGRITY_HOLD_MS) {
+    return null;
+  }
+  const expected = digestHex(entry.sha256);
+  if (expected !== null && digestHex(job.digest) !== null && digestHex(job.digest) !== expected) {
+    return null;
+  }
+  return job;
+}
+
 /** Why an entry cannot be downloaded into the cache, or null. */
 function uncacheable(entry: StoredCatalogEntry): string | null {
   return cacheable(entry.src)
@@ -214,6 +237,26 @@ export function registerCacheRoutes(app: FastifyInstance, ctx: WebContext): void
     }
     const entry = ref ? await getCatalogEntry(db, ref) : null;
     const pullThrough = cache.mode === 'pull-through' && entry !== null && cacheable(origin);
+    const refused = entry
+      ? recentIntegrityFailure(cache.manager.job(origin), entry, ctx.now())
+      : null;
+    if (refused && !cache.store.lookupKey(refused.key)) {
+      // Filling again would fetch the same wrong bytes: say why, in words and as a code the
+      // bty agent turns into an integrity failure (exit 4) instead of retrying.
+      const words =
+        `integrity: ${entry!.name} from ${origin} does not match the catalog's sha256 ` +
+        `(${refused.error ?? 'digest mismatch'}); fix the catalog entry or the origin, ` +
+        'then download it again';
+      return (
+        reply
+          .code(502)
+          .header('x-bty-error', 'BTY_ERR_INTEGRITY')
+          // A HEAD has no body: the words travel in a header too (printable ASCII only).
+          .header('x-bty-detail', words.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000))
+          .type('application/json')
+          .send({ detail: words })
+      );
+    }
     let target;
     try {
       target = cache.manager.open(origin, {
