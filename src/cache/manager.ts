@@ -262,23 +262,38 @@ export class CacheManager extends EventEmitter<{ job: [CacheJobEvent] }> {
       lastProgressBytes: 0,
     };
     this.active.set(key, job);
-    // A client is waiting on a pull-through fill: it goes before operator pre-fetches.
-    if (pullThrough) this.queue.unshift(job);
-    else this.queue.push(job);
     this.emitJob('queued', job);
+    // A machine is waiting on a pull-through fill, with its headers already sent: it starts at
+    // once, whatever operator pre-fetches hold the slots (it would time out behind them).
+    if (pullThrough) this.start(job);
+    else this.queue.push(job);
     this.pump();
     return job;
   }
 
   private pump(): void {
-    while (this.running.size < this.concurrency && this.queue.length > 0) {
-      const job = this.queue.shift()!;
-      const run = this.run(job).finally(() => {
+    while (this.operatorSlotsUsed() < this.concurrency && this.queue.length > 0) {
+      this.start(this.queue.shift()!);
+    }
+  }
+
+  private operatorSlotsUsed(): number {
+    let used = 0;
+    for (const job of this.active.values()) {
+      if (job.snapshot.state === 'running' && !job.snapshot.pull_through) used++;
+    }
+    return used;
+  }
+
+  private start(job: Job): void {
+    const run = this.run(job)
+      // A listener that throws must not become an unhandled rejection (it would end the process).
+      .catch(() => {})
+      .finally(() => {
         this.running.delete(run);
         this.pump();
       });
-      this.running.add(run);
-    }
+    this.running.add(run);
   }
 
   private async run(job: Job): Promise<void> {

@@ -71,11 +71,22 @@ interface Plan {
   headers: Record<string, string | number>;
 }
 
+/** Types a browser would render or run (pages, scripts, images with script, styles). */
+function renderable(contentType: string): boolean {
+  return /^\s*(text\/|application\/(.*\+)?(xml|xhtml|javascript|ecmascript|json|pdf)|image\/svg)/i.test(
+    contentType,
+  );
+}
+
 /** Status and headers for a body of `size` bytes (etag null: If-Range never matches). */
 function plan(req: IncomingMessage, size: number, etag: string | null, contentType: string): Plan {
   const headers: Record<string, string | number> = {
     'accept-ranges': 'bytes',
-    'content-type': contentType,
+    // Disk images, whatever type an upstream claimed: the cache may share an origin with an
+    // operator console (bty-web), where an upstream's text/html must never render or run.
+    'content-type': renderable(contentType) ? DEFAULT_CONTENT_TYPE : contentType,
+    'x-content-type-options': 'nosniff',
+    'content-security-policy': 'sandbox',
   };
   if (etag) headers.etag = etag;
   const full = { start: 0, end: size - 1 };
@@ -138,9 +149,15 @@ const SEND_BUFFERS = 4;
  * server's CPU per GiB and half the throughput (docs/performance.md, image serving).
  */
 async function sendRange(fh: FileHandle, res: ServerResponse, range: ByteRange): Promise<void> {
-  const free = Array.from({ length: SEND_BUFFERS }, () => Buffer.allocUnsafeSlow(READ_CHUNK_BYTES));
+  // No more (or larger) buffers than the range needs: a one-byte range costs one byte.
+  const length = range.end - range.start + 1;
+  const count = Math.min(SEND_BUFFERS, Math.ceil(length / READ_CHUNK_BYTES));
+  const free = Array.from({ length: count }, () =>
+    Buffer.allocUnsafeSlow(Math.min(READ_CHUNK_BYTES, length)),
+  );
   let wake: (() => void) | null = null;
-  let gone = false;
+  // A client that left while the headers were being prepared never sends 'close' again.
+  let gone = res.destroyed || res.writableEnded;
   const onClose = (): void => {
     gone = true;
     wake?.();
@@ -155,14 +172,16 @@ async function sendRange(fh: FileHandle, res: ServerResponse, range: ByteRange):
         wake = null;
         continue;
       }
-      const want = Math.min(READ_CHUNK_BYTES, range.end + 1 - position);
+      const want = Math.min(buffer.length, range.end + 1 - position);
       const { bytesRead } = await fh.read(buffer, 0, want, position);
       if (bytesRead === 0) {
         throw new BtyError('BTY_ERR_INTERNAL', 'the cached file is shorter than its entry');
       }
       position += bytesRead;
       // The callback runs once the kernel has the bytes: only then may the buffer be refilled.
-      res.write(buffer.subarray(0, bytesRead), () => {
+      // An error there means the client is gone: stop reading the rest of the file.
+      res.write(buffer.subarray(0, bytesRead), (err) => {
+        if (err) gone = true;
         free.push(buffer);
         wake?.();
       });
@@ -206,7 +225,8 @@ async function tailFill(
   size: number,
   range: ByteRange,
 ): Promise<void> {
-  let clientGone = false;
+  // A client that left while the fill was sized never sends 'close' again.
+  let clientGone = res.destroyed || res.writableEnded;
   const onClose = (): void => {
     clientGone = true;
     fill.notify();
@@ -257,6 +277,7 @@ async function tailFill(
 }
 
 function drained(res: ServerResponse): Promise<void> {
+  if (res.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done);

@@ -67,6 +67,8 @@ const KEY_RE = /^[0-9a-f]{64}$/;
 const TEMP_DIR_RE = /^(\d+)\.(\d+)$/;
 
 let storeInstances = 0;
+/** Temp folders the stores of this process made (and have not closed). */
+const liveTempDirs = new Set<string>();
 
 export class CacheStore {
   readonly dir: string;
@@ -109,6 +111,7 @@ export class CacheStore {
     store.loadEntries();
     store.removeOrphanBlobs();
     mkdirSync(store.tempDir, { recursive: true });
+    liveTempDirs.add(store.tempDir);
     return store;
   }
 
@@ -264,6 +267,7 @@ export class CacheStore {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flush();
     rmSync(this.tempDir, { recursive: true, force: true });
+    liveTempDirs.delete(this.tempDir);
   }
 
   private fullError(bytes: number): BtyError {
@@ -367,7 +371,11 @@ export class CacheStore {
     const tmp = join(this.dir, 'tmp');
     for (const name of readdirSync(tmp)) {
       const match = TEMP_DIR_RE.exec(name);
-      if (match && processAlive(Number(match[1]))) continue;
+      const pid = match ? Number(match[1]) : -1;
+      // Another live process's partials stay. Ours stay only if this process made them: after a
+      // kill -9 a restarted server can get the same PID (PID 1 in a container, always).
+      const live = pid === process.pid ? liveTempDirs.has(join(tmp, name)) : processAlive(pid);
+      if (match && live) continue;
       rmSync(join(tmp, name), { recursive: true, force: true });
     }
   }

@@ -84,8 +84,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ctx.bus.close();
     done();
   });
-  // Running downloads are cancelled (their partial files removed) before the database closes.
-  app.addHook('onClose', async () => {
+  // Before the server waits for its connections: running fills are cancelled (their partial
+  // files removed) and image downloads cut, which would otherwise hold close() for as long as a
+  // download takes.
+  app.addHook('preClose', async () => {
     await closeArtifacts(ctx);
   });
 

@@ -14,6 +14,7 @@
  *
  * One per WebContext, opened on first use and closed with the app.
  */
+import type { ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import {
   CacheManager,
@@ -41,6 +42,9 @@ export interface ArtifactCache {
   /** Re-reads the bound refs now (before an operator's download, after a binding changes). */
   refreshPins(): Promise<void>;
   isPinned(key: string): boolean;
+  /** Remembers a response sending image bytes, until the returned function is called. */
+  track(res: ServerResponse): () => void;
+  /** Cancels fills, cuts the image responses still running, closes the store. */
   close(): Promise<void>;
 }
 
@@ -75,7 +79,8 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
     concurrency: CONFIG_SCHEMA.cache.concurrency.default,
   };
   const dir = ctx.cacheDir ?? (settings.dir || join(dirname(ctx.bootDir), 'cache'));
-  let pinned = new Set<string>();
+  // Until the bound refs are read, every entry counts as pinned: nothing is evicted blind.
+  let pinned: Set<string> | null = null;
   /** Appends an audit event without holding up the cache (a failed write is not its failure). */
   const record = (event: NewEvent) => {
     void appendEvent(ctx.database.db, event, ctx.now())
@@ -84,7 +89,7 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
   };
   const store = CacheStore.open(dir, {
     maxBytes: settings.max_bytes,
-    isPinned: (_origin, key) => pinned.has(key),
+    isPinned: (_origin, key) => pinned === null || pinned.has(key),
     onEvict: (entry) => {
       ctx.bus.publish({ type: 'cache', url: entry.origin, ref: entry.key, status: 'evicted' });
       record({
@@ -107,6 +112,7 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
     },
   });
   const manager = new CacheManager(store, { concurrency: settings.concurrency });
+  const responses = new Set<ServerResponse>();
 
   const refreshPins = async () => {
     const rows = await ctx.database.db
@@ -150,11 +156,18 @@ function openArtifacts(ctx: WebContext): ArtifactCache {
     dir,
     withcacheBase: withcacheBase(ctx.config?.config.withcache.url ?? ''),
     refreshPins,
-    isPinned: (key) => pinned.has(key),
+    isPinned: (key) => pinned === null || pinned.has(key),
+    track(res) {
+      responses.add(res);
+      return () => responses.delete(res);
+    },
     async close() {
       unsubscribe();
       if (pinTimer !== null) clearTimeout(pinTimer);
-      await manager.close();
+      const cancelled = manager.close();
+      for (const res of responses) res.destroy();
+      responses.clear();
+      await cancelled;
       store.close();
     },
   };

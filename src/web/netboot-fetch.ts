@@ -25,7 +25,18 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { link, mkdir, mkdtemp, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpTransportError, openHttp } from '../net/http-client.ts';
@@ -571,6 +582,25 @@ const TERMINAL: ReadonlySet<FetchStatus> = new Set(['completed', 'failed', 'canc
 /** How far back the history is read at start (upstream: 200 events). */
 const HISTORY_EVENTS = 200;
 
+/**
+ * Temp folders a fetch left behind when its process died (kill -9, power loss): one manager per
+ * boot folder runs at a time, so at start every one of them is stale. Without this a crash
+ * mid-squashfs would keep gigabytes in the boot folder for good.
+ */
+async function removeStaleTemps(bootDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(bootDir);
+  } catch {
+    return; // No boot folder yet: nothing left behind.
+  }
+  await Promise.all(
+    names
+      .filter((n) => n.startsWith(FETCH_TEMP_PREFIX))
+      .map((n) => rm(join(bootDir, n), { recursive: true, force: true })),
+  );
+}
+
 export class NetbootFetchManager {
   private readonly deps: NetbootFetchDeps;
   private readonly tuning: FetchTuning;
@@ -584,7 +614,10 @@ export class NetbootFetchManager {
   constructor(deps: NetbootFetchDeps, tuning: Partial<FetchTuning> = {}) {
     this.deps = deps;
     this.tuning = { ...DEFAULT_FETCH_TUNING, ...tuning };
-    this.loaded = this.backfill().catch(() => undefined);
+    this.loaded = Promise.all([
+      this.backfill().catch(() => undefined),
+      removeStaleTemps(deps.bootDir).catch(() => undefined),
+    ]).then(() => undefined);
   }
 
   /** Every job, newest request first. */

@@ -1,7 +1,16 @@
 /** The store: LRU eviction that never touches a pinned entry, and crash safety under kill -9. */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -186,3 +195,48 @@ function partBytes(cacheDir: string): number {
   }
   return total;
 }
+
+describe('after a crash', () => {
+  it("drops partials under this process's own PID that this process did not make (PID reuse)", () => {
+    // A server killed with -9 and restarted can get the same PID (PID 1 in a container).
+    const leftover = join(dir, 'tmp', `${process.pid}.1`);
+    mkdirSync(leftover, { recursive: true });
+    writeFileSync(join(leftover, 'x.part'), randomBytes(4096));
+    const store = CacheStore.open(dir);
+    try {
+      expect(existsSync(join(leftover, 'x.part'))).toBe(false);
+      // A second store of this process keeps the first one's folder.
+      const mine = readdirSync(join(dir, 'tmp'));
+      const second = CacheStore.open(dir);
+      expect(readdirSync(join(dir, 'tmp')).filter((n) => mine.includes(n))).toEqual(mine);
+      second.close();
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe('the download queue', () => {
+  it('a machine waiting on a pull-through fill never waits behind operator downloads', async () => {
+    upstream.serve('/slow-a', { body: randomBytes(256 * KiB) }, { bytesPerSecond: 32 * KiB });
+    upstream.serve('/slow-b', { body: randomBytes(256 * KiB) }, { bytesPerSecond: 32 * KiB });
+    const wanted = serveImage('wanted', 64 * KiB);
+    const store = CacheStore.open(dir);
+    const manager = new CacheManager(store, { concurrency: 2 });
+    try {
+      manager.fetch(upstream.urlFor('/slow-a'));
+      manager.fetch(upstream.urlFor('/slow-b'));
+      const target = manager.open(wanted.origin, { allowFill: true });
+      expect(target?.kind).toBe('fill');
+      expect(manager.job(wanted.origin)?.state).toBe('running');
+      const states = manager.jobs().map((j) => j.state);
+      expect(states.filter((s) => s === 'running')).toHaveLength(3);
+      // An operator's third download still waits for a slot.
+      manager.fetch(serveImage('later', 16 * KiB).origin);
+      expect(manager.jobs().filter((j) => j.state === 'queued')).toHaveLength(1);
+    } finally {
+      await manager.close();
+      store.close();
+    }
+  });
+});

@@ -255,6 +255,73 @@ describe('pull-through (the default)', () => {
   });
 });
 
+describe('what a client cannot make the cache do', () => {
+  it('fetch from a host of its choosing by spelling the URL another way', async () => {
+    const { server, origin, op } = await start();
+    const src = origin.urlFor('/images/disk.img.zst');
+    await addEntry(op, src, { sha256: undefined });
+    const elsewhere = await startFaultServer();
+    try {
+      elsewhere.serve('/images/disk.img.zst', { body: Buffer.alloc(IMAGE.length, 0x45) });
+      // Same canonical form (so the same catalog ref), but URL parsers read `\` as `/`.
+      const port = new URL(elsewhere.url).port;
+      const trick = src.replace('http://', `http://127.0.0.1:${port}\\@`);
+      const res = await download(server.base + blobPath(trick));
+      expect(res.res.status).toBe(200);
+      expect(res.body.equals(IMAGE)).toBe(true);
+      expect(elsewhere.requests).toHaveLength(0);
+      const machine = await download(server.base + blobPath(src));
+      expect(machine.body.equals(IMAGE)).toBe(true);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
+  it('serve a page: whatever type the origin claims, a browser gets bytes it will not render', async () => {
+    const { server, origin, op } = await start();
+    origin.serve('/images/page.img', {
+      body: Buffer.from('<script>alert(1)</script>'),
+      contentType: 'text/html',
+    });
+    const src = origin.urlFor('/images/page.img');
+    await addEntry(op, src, { sha256: undefined, size_bytes: undefined, name: 'page' });
+    const res = await fetch(server.base + blobPath(src));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/octet-stream');
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(res.headers.get('content-security-policy')).toBe('sandbox');
+    await res.arrayBuffer();
+  });
+
+  it('hold a shutdown open: running downloads are cut and fills cancelled', async () => {
+    const { server, origin, op } = await start();
+    origin.serve('/images/stall.img', { body: IMAGE }, { stallAfterBytes: 1536 * 1024 });
+    const src = origin.urlFor('/images/stall.img');
+    await addEntry(op, src, { name: 'stall' });
+    let outcome = 'open';
+    const got = { bytes: 0 };
+    http
+      .get(server.base + blobPath(src), (res) => {
+        res.on('data', (d: Buffer) => (got.bytes += d.length));
+        res.on('end', () => (outcome = 'end'));
+        res.on('error', () => (outcome = 'cut'));
+        res.on('close', () => (outcome = outcome === 'open' ? 'cut' : outcome));
+      })
+      .on('error', () => (outcome = 'cut'));
+    await until('bytes flowing', () => Promise.resolve(got.bytes > 0 ? true : null));
+    const closing = server.app.close().then(() => 'closed');
+    const result = await Promise.race([
+      closing,
+      new Promise((resolve) => setTimeout(() => resolve('still open'), 8000)),
+    ]);
+    expect(result).toBe('closed');
+    await until('the client to see the cut', () =>
+      Promise.resolve(outcome === 'cut' ? true : null),
+    );
+    expect(got.bytes).toBeLessThan(IMAGE.length);
+  });
+});
+
 describe('curated', () => {
   it('serves only what the operator downloaded; plans use the origin until then', async () => {
     const { server, origin, op } = await start({ BTY_CACHE_MODE: 'curated' });

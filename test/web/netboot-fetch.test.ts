@@ -514,6 +514,18 @@ describe('jobs', () => {
     ]);
   });
 
+  it('a temp folder a killed fetch left in the boot folder is removed when the manager starts', async () => {
+    const first = await openRig();
+    const stale = join(first.bootDir, `${FETCH_TEMP_PREFIX}killed`);
+    await mkdir(stale, { recursive: true });
+    await writeFile(join(stale, 'partial.squashfs'), Buffer.alloc(4096, 1));
+    await first.manager.stop();
+    rigs = rigs.filter((r) => r !== first);
+    const second = await openRig(FAST, { database: first.database, bootDir: first.bootDir });
+    await second.manager.list();
+    expect((await bootFolder(second)).some((n) => n.startsWith(FETCH_TEMP_PREFIX))).toBe(false);
+  });
+
   it('history: a new manager on the same database shows the newest outcome per tag', async () => {
     const first = await openRig();
     await first.manager.request(TAG, null);

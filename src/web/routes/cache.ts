@@ -226,17 +226,23 @@ export function registerCacheRoutes(app: FastifyInstance, ctx: WebContext): void
 
   const blobRoute = async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    const origin = originOfBlobPath(path);
-    if (!origin) return detail(reply, 400, 'missing url');
+    const asked = originOfBlobPath(path);
+    if (!asked) return detail(reply, 400, 'missing url');
     const cache = artifactsOf(ctx);
     let ref: string | null;
     try {
-      ref = cacheKey(origin);
+      ref = cacheKey(asked);
     } catch {
       ref = null; // Not a source bty knows (no canonical form): never in the catalog.
     }
     const entry = ref ? await getCatalogEntry(db, ref) : null;
+    // What is fetched is always the catalog's own src, never the string in the URL: another
+    // spelling with the same canonical form (a `\` or `@` that URL parsers read differently)
+    // must not send the cache to a host of the client's choosing.
+    const origin = entry ? entry.src : asked;
     const pullThrough = cache.mode === 'pull-through' && entry !== null && cacheable(origin);
+    // Eviction must know every bound image before a fill makes room.
+    if (pullThrough) await cache.refreshPins();
     const refused = entry
       ? recentIntegrityFailure(cache.manager.job(origin), entry, ctx.now())
       : null;
@@ -277,6 +283,8 @@ export function registerCacheRoutes(app: FastifyInstance, ctx: WebContext): void
       );
     }
     reply.hijack();
+    // Image downloads are never idle: shutdown cuts them (see closeArtifacts) rather than wait.
+    const untrack = cache.track(reply.raw);
     try {
       await serveArtifact(req.raw, reply.raw, target);
     } catch {
@@ -286,6 +294,8 @@ export function registerCacheRoutes(app: FastifyInstance, ctx: WebContext): void
       } else {
         reply.raw.destroy();
       }
+    } finally {
+      untrack();
     }
     return reply;
   };
