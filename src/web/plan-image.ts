@@ -16,7 +16,7 @@ export type ServedFrom = 'withcache' | 'cache' | 'origin';
 export interface PlanImage {
   url: string;
   served_from: ServedFrom;
-  /** Whether the cache held the bytes already (null: not known, as for withcache). */
+  /** Whether the cache held the bytes already (null for a file:// source, which no cache takes). */
   hit: boolean | null;
   /** Lower-case hex, or null when neither the catalog nor the cache knows it. */
   sha256: string | null;
@@ -54,7 +54,8 @@ export function planImage(
     return {
       url: serveUrl(where.withcacheBase, entry.src),
       served_from: 'withcache',
-      hit: null,
+      // Upstream's plan event says so (its catalog was withcache's list of what it holds).
+      hit: true,
       sha256: catalogSha,
     };
   }

@@ -472,6 +472,11 @@ describe('an external withcache', () => {
         `http://127.0.0.1:${port}/b/${blobToken(listing.entries[0]!.src)}/debian.img.zst`,
       );
       expect(plan.disk_image_sha).toBe(SHA);
+      // catalog.toml sends the wizard through the withcache too (upstream-web §9.7).
+      const toml = await (await fetch(`${server.base}/catalog.toml`)).text();
+      expect(toml).toContain(
+        `src = "http://127.0.0.1:${port}/b/${blobToken(listing.entries[0]!.src)}/debian.img.zst"`,
+      );
     } finally {
       await new Promise((r) => withcache.close(r));
     }

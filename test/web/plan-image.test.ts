@@ -49,6 +49,7 @@ describe('planImage', () => {
     );
     expect(plan.url).toBe(`http://cache.lan:8081/b/${blobToken(oras)}/repo%3Atag`);
     expect(plan.served_from).toBe('withcache');
+    expect(plan.hit).toBe(true);
   });
 
   it('file:// sources stay as they are (the live environment reads them itself)', () => {

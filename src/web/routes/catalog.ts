@@ -27,6 +27,7 @@ import { reprString } from '../../core/python-repr.ts';
 import { canonicalSrc, firstIndexOf, imageRefForSrc } from '../../core/refs.ts';
 import { clientIp, detail, type WebContext } from '../context.ts';
 import { withcacheBase, withcacheCatalogToml } from '../withcache.ts';
+import { serveUrl } from '../../cache/url.ts';
 import { artifactsOf, cacheStateOf } from '../artifacts.ts';
 import {
   addCatalogEntry,
@@ -326,17 +327,20 @@ export function tomlString(text: string): string {
 
 /**
  * `/catalog.toml` (upstream-web §9.7): the entries with a sha256 (the live env verifies what it
- * writes), each with its origin src. `description` is added to upstream's keys: the schema
+ * writes), each with its origin src, or its withcache serve URL when one is configured. `description` is added to upstream's keys: the schema
  * defines it and the wizard shows it.
  */
-export function renderCatalogToml(entries: readonly StoredCatalogEntry[]): string {
+export function renderCatalogToml(entries: readonly StoredCatalogEntry[], withcache = ''): string {
   const lines = ['version = 1', ''];
   for (const entry of entries) {
     if (!entry.sha256 || entry.src.toLowerCase().startsWith('file://')) continue;
+    // With a withcache, every source is its serve URL (upstream-web §9.7), so the wizard
+    // fetches through it too.
+    const src = withcache ? serveUrl(withcache, entry.src) : entry.src;
     lines.push(
       '[[images]]',
       `name = ${tomlString(entry.name)}`,
-      `src = ${tomlString(entry.src)}`,
+      `src = ${tomlString(src)}`,
       `sha256 = ${tomlString(entry.sha256)}`,
     );
     if (entry.format) lines.push(`format = ${tomlString(entry.format)}`);
@@ -895,7 +899,9 @@ function registerInScope(app: FastifyInstance, ctx: WebContext): void {
   });
 
   app.get('/catalog.toml', { schema: CATALOG_TOML_DOC }, async (_req, reply) =>
-    reply.type(TOML_TYPE).send(renderCatalogToml(await listCatalogEntries(db))),
+    reply
+      .type(TOML_TYPE)
+      .send(renderCatalogToml(await listCatalogEntries(db), artifactsOf(ctx).withcacheBase)),
   );
 
   // -- protected ----------------------------------------------------------------------------
