@@ -4,7 +4,7 @@
  * in memory (keyed by real path, size and mtime, within a byte budget) and every transfer of them
  * sends subarrays of one shared buffer; larger files are read in chunks per transfer.
  */
-import { open, realpath, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { realpath, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { sep } from 'node:path';
 import { ERR, TftpProtocolError, toNetascii, type TransferMode } from './packet.ts';
 
@@ -72,11 +72,14 @@ export interface BlockSource {
   close(): void;
 }
 
-class MemorySource implements BlockSource {
+export class MemorySource implements BlockSource {
   readonly size: number;
   private readonly bytes: Buffer;
-  constructor(bytes: Buffer) {
-    this.bytes = bytes;
+  /** `bytes` may live on a SharedArrayBuffer (a cache entry another thread loaded). */
+  constructor(bytes: Uint8Array) {
+    this.bytes = Buffer.isBuffer(bytes)
+      ? bytes
+      : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.size = bytes.length;
   }
   ensure(): undefined {
@@ -91,7 +94,7 @@ class MemorySource implements BlockSource {
 const CHUNK_BYTES = 1 << 20;
 
 /** A large file read in chunks, converted to netascii on the way when asked. */
-class ChunkedSource implements BlockSource {
+export class ChunkedSource implements BlockSource {
   readonly size: number | undefined;
   private readonly handle: FileHandle;
   private readonly netascii: boolean;
@@ -143,9 +146,18 @@ class ChunkedSource implements BlockSource {
 }
 
 interface CacheEntry {
-  bytes: Buffer;
+  bytes: Uint8Array;
   key: string;
 }
+
+/**
+ * Where a transfer's bytes come from: a cached file's contents (on a SharedArrayBuffer when the
+ * cache is shared with worker threads, so every thread sends from the same memory), or a file too
+ * large to cache, read in chunks by the thread that sends it. Plain data: it crosses to workers.
+ */
+export type CachedSource =
+  | { kind: 'memory'; bytes: Uint8Array }
+  | { kind: 'file'; path: string; size: number; mode: TransferMode };
 
 /**
  * File contents in memory, least recently used dropped first once `budgetBytes` is exceeded.
@@ -153,34 +165,34 @@ interface CacheEntry {
  */
 export class FileCache {
   private readonly entries = new Map<string, CacheEntry>();
-  private readonly loading = new Map<string, Promise<Buffer>>();
+  private readonly loading = new Map<string, Promise<Uint8Array>>();
   private usedBytes = 0;
   readonly budgetBytes: number;
   readonly maxFileBytes: number;
+  /** Keep contents on SharedArrayBuffers, which worker threads read without a copy. */
+  private readonly shared: boolean;
 
-  constructor(budgetBytes: number) {
+  constructor(budgetBytes: number, options: { shared?: boolean } = {}) {
     this.budgetBytes = budgetBytes;
     this.maxFileBytes = Math.floor(budgetBytes / 4);
+    this.shared = options.shared ?? false;
   }
 
   get bytes(): number {
     return this.usedBytes;
   }
 
-  /** Opens what a transfer of `file` in `mode` sends. */
+  /**
+   * What a transfer of `file` in `mode` sends: the cached contents, or (a file too large to
+   * cache) the file to read in chunks.
+   */
   async source(
     file: { path: string; size: number; mtimeMs: number },
     mode: TransferMode,
-  ): Promise<BlockSource> {
+  ): Promise<CachedSource> {
     const netasciiMax = Math.floor(this.maxFileBytes / 2);
     if (file.size > (mode === 'octet' ? this.maxFileBytes : netasciiMax)) {
-      let handle: FileHandle;
-      try {
-        handle = await open(file.path, 'r');
-      } catch (err) {
-        throw new TftpProtocolError(ERR.accessViolation, `access violation: ${String(err)}`);
-      }
-      return new ChunkedSource(handle, file.size, mode);
+      return { kind: 'file', path: file.path, size: file.size, mode };
     }
     const key = `${mode}\0${file.size}\0${file.mtimeMs}\0${file.path}`;
     const hit = this.entries.get(key);
@@ -188,34 +200,39 @@ export class FileCache {
       // Re-insert: Map order is the recency order.
       this.entries.delete(key);
       this.entries.set(key, hit);
-      return new MemorySource(hit.bytes);
+      return { kind: 'memory', bytes: hit.bytes };
     }
     let pending = this.loading.get(key);
     if (!pending) {
       pending = this.load(file, mode, key).finally(() => this.loading.delete(key));
       this.loading.set(key, pending);
     }
-    return new MemorySource(await pending);
+    return { kind: 'memory', bytes: await pending };
   }
 
   private async load(
     file: { path: string; size: number },
     mode: TransferMode,
     key: string,
-  ): Promise<Buffer> {
+  ): Promise<Uint8Array> {
     let raw: Buffer;
     try {
       raw = await readFile(file.path);
     } catch (err) {
       throw new TftpProtocolError(ERR.accessViolation, `access violation: ${String(err)}`);
     }
-    const bytes = mode === 'netascii' ? toNetascii(raw) : raw;
+    const converted = mode === 'netascii' ? toNetascii(raw) : raw;
+    let bytes: Uint8Array = converted;
+    if (this.shared) {
+      bytes = new Uint8Array(new SharedArrayBuffer(converted.length));
+      bytes.set(converted);
+    }
     // A file that changed while read is served as read but not remembered under the old key.
     if (raw.length === file.size) this.remember(key, bytes);
     return bytes;
   }
 
-  private remember(key: string, bytes: Buffer): void {
+  private remember(key: string, bytes: Uint8Array): void {
     const path = key.slice(key.lastIndexOf('\0') + 1);
     // Older versions of the same file (other size or mtime) are dead weight.
     for (const [k, entry] of this.entries) {

@@ -2,14 +2,14 @@
  * `bty-tftp`: the read-only TFTP server on its own (bty-web can run the same server in-process,
  * see `[tftp]` in src/web/config.ts).
  *
- *   bty-tftp --root DIR [--port N] [--address ADDR] [--max-transfers N]
+ *   bty-tftp --root DIR [--port N] [--address ADDR] [--max-transfers N] [--workers N]
  */
 import { parseArgs } from 'node:util';
 import { EXIT, isBtyError, type ExitCode } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { startTftpServer } from './server.ts';
 
-const USAGE = `usage: bty-tftp --root DIR [--port N] [--address ADDR] [--max-transfers N]
+const USAGE = `usage: bty-tftp --root DIR [--port N] [--address ADDR] [--max-transfers N] [--workers N]
        bty-tftp --version
 
 Serves the files under DIR, read-only, over TFTP (RFC 1350 with the blksize, tsize, timeout and
@@ -19,6 +19,7 @@ windowsize options).
 --port N             UDP port (default 69 when running as root; required otherwise)
 --address ADDR       listen address (default 0.0.0.0; an IPv6 address listens on IPv6)
 --max-transfers N    transfers in flight at once (default 2000)
+--workers N          extra threads running transfers (default: CPUs - 1; 0: the main thread only)
 --quiet              no log line per transfer
 `;
 
@@ -43,6 +44,7 @@ export async function main(
     port?: string;
     address?: string;
     'max-transfers'?: string;
+    workers?: string;
     quiet?: boolean;
     version?: boolean;
     help?: boolean;
@@ -55,6 +57,7 @@ export async function main(
         port: { type: 'string' },
         address: { type: 'string' },
         'max-transfers': { type: 'string' },
+        workers: { type: 'string' },
         quiet: { type: 'boolean' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -101,6 +104,14 @@ export async function main(
       return EXIT.usage;
     }
   }
+  let workers: number | undefined;
+  if (values.workers !== undefined) {
+    workers = Number(values.workers);
+    if (!/^\d+$/.test(values.workers) || workers > 256) {
+      io.err(`bty-tftp: --workers must be a number from 0 to 256, not "${values.workers}"\n`);
+      return EXIT.usage;
+    }
+  }
   const address = values.address ?? '0.0.0.0';
   try {
     const server = await startTftpServer({
@@ -108,6 +119,7 @@ export async function main(
       host: address,
       port,
       ...(maxTransfers !== undefined ? { maxTransfers } : {}),
+      ...(workers !== undefined ? { workers } : {}),
       ...(values.quiet ? {} : { log: (line: string) => io.err(`${line}\n`) }),
     });
     const where = server.address();

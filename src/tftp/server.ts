@@ -2,30 +2,42 @@
  * A read-only TFTP server: RFC 1350 reads (octet and netascii) with option negotiation (RFC 2347)
  * for blksize (RFC 2348), tsize and timeout (RFC 2349) and windowsize (RFC 7440).
  *
- * Every transfer runs on its own ephemeral UDP socket (its TID) with one timer. A window of DATA
- * packets goes out per acknowledgement, each packet a 4-byte header plus a subarray of the file's
- * bytes (shared by all transfers of a cached file). Retransmission follows an adaptive timeout
- * (measured round trips, doubled on each loss, capped by the client's `timeout` option or
- * `retransmitMs`) with a bounded number of retries. Duplicate ACKs never cause sends (the
- * Sorcerer's Apprentice bug); an ACK for an earlier block of the window restarts sending after it.
+ * This thread owns the listening port: it parses each request, resolves the file (through the
+ * shared cache) and negotiates the options, then hands the transfer to a TransferHost
+ * (transfer.ts), which runs it on its own ephemeral UDP socket (its TID): this thread's own host,
+ * or one on a worker thread (worker.ts), whichever has the fewest transfers in flight, so a lone
+ * transfer stays here and a boot storm spreads over every core.
  */
-import { createSocket, type RemoteInfo, type Socket, type SocketType } from 'node:dgram';
+import { type RemoteInfo, type Socket } from 'node:dgram';
 import { realpath, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { performance } from 'node:perf_hooks';
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { BtyError } from '../core/errors.ts';
-import { FileCache, resolveInRoot, type BlockSource } from './files.ts';
+import { FileCache, resolveInRoot } from './files.ts';
 import {
   encodeError,
-  encodeOack,
   ERR,
   OP,
-  parseError,
   parseRequest,
   TftpProtocolError,
   type TftpErrorCode,
   type TftpRequest,
 } from './packet.ts';
+import {
+  asProtocolError,
+  openSocket,
+  printable,
+  sourceSize,
+  TransferHost,
+  type Negotiated,
+  type TransferEvents,
+  type TransferSettings,
+  type TransferSpec,
+} from './transfer.ts';
+import type { FromWorker, ToWorker } from './worker-protocol.ts';
 
 export interface TftpServerOptions {
   /** Folder served, read-only; nothing outside it is ever read. */
@@ -36,6 +48,12 @@ export interface TftpServerOptions {
   port?: number;
   /** Transfers in flight at once (a request beyond gets ERROR 0 "server busy"); default 2000. */
   maxTransfers?: number;
+  /**
+   * Transfers in flight from one client address; default 256. A PXE client fetches one file at a
+   * time: without a cap, one host sending requests from many ports could take every slot (the
+   * default leaves room for test rigs and relays that show many clients from one address).
+   */
+  maxPerClient?: number;
   /** One line per finished, failed or refused transfer. */
   log?: (line: string) => void;
   /** Memory for cached file contents; default 128 MiB. Files above a quarter are read in chunks. */
@@ -58,6 +76,11 @@ export interface TftpServerOptions {
   minRetransmitMs?: number;
   /** Retransmissions of one packet or window before giving up; default 10. */
   maxRetries?: number;
+  /**
+   * Worker threads running transfers next to this thread (which also keeps the listening port);
+   * 0 runs every transfer on this thread. Default: one less than the CPUs.
+   */
+  workers?: number;
 }
 
 export interface TftpServer {
@@ -69,35 +92,23 @@ export interface TftpServer {
 const MAX_BLKSIZE = 65464;
 const DEFAULT_BLKSIZE = 512;
 const MIN_RTO_MS = 50;
-const MAX_BACKOFF_MS = 16_000;
 
-interface Settings {
+interface Settings extends TransferSettings {
   rootReal: string;
-  host: string;
-  type: SocketType;
   maxTransfers: number;
+  maxPerClient: number;
   log: (line: string) => void;
   maxBlksize: number;
   maxWindowsize: number;
-  retransmitMs: number;
-  minRetransmitMs: number;
-  maxRetries: number;
 }
 
 /**
- * Node's dgram resolves every destination through a lookup function, by default on the next
- * tick even for an IP literal. Our destinations are always the literal a request came from.
+ * Workers when the caller does not say: one per CPU besides this thread's (which runs transfers
+ * too), so a boot storm keeps every core busy; none on a single CPU. More threads than cores
+ * measured slower (docs/tftp.md, "Threads").
  */
-function literalLookup(
-  address: string,
-  family: unknown,
-  callback: (err: Error | null, address: string, family: number) => void,
-): void {
-  callback(null, address, isIP(address) || 4);
-}
-
-function openSocket(type: SocketType): Socket {
-  return createSocket({ type, lookup: literalLookup });
+export function defaultWorkers(): number {
+  return availableParallelism() - 1;
 }
 
 export async function startTftpServer(options: TftpServerOptions): Promise<TftpServer> {
@@ -122,6 +133,7 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
     host,
     type: isIP(host) === 6 || host.includes(':') ? 'udp6' : 'udp4',
     maxTransfers: options.maxTransfers ?? 2000,
+    maxPerClient: Math.max(options.maxPerClient ?? 256, 1),
     log: options.log ?? (() => {}),
     maxBlksize: Math.min(Math.max(options.maxBlksize ?? MAX_BLKSIZE, 8), MAX_BLKSIZE),
     maxWindowsize: Math.min(Math.max(options.maxWindowsize ?? 64, 1), 65535),
@@ -129,20 +141,220 @@ export async function startTftpServer(options: TftpServerOptions): Promise<TftpS
     minRetransmitMs: Math.max(options.minRetransmitMs ?? MIN_RTO_MS, 1),
     maxRetries: Math.max(options.maxRetries ?? 10, 1),
   };
-  const server = new Server(settings, new FileCache(options.cacheBytes ?? 128 * 1024 * 1024));
-  await server.listen(options.port ?? 69);
+  const workers = Math.max(Math.floor(options.workers ?? defaultWorkers()), 0);
+  const cache = new FileCache(options.cacheBytes ?? 128 * 1024 * 1024, { shared: workers > 0 });
+  const server = new Server(settings, cache);
+  try {
+    await server.start(options.port ?? 69, workers);
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   return server;
+}
+
+/** The worker module next to this one, in the form this one runs as (.ts from source, .js built). */
+const WORKER_URL = new URL(`./worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
+
+interface WorkerSlot {
+  worker: Worker;
+  /** Transfers handed to it and not yet ended. */
+  transfers: Set<number>;
+  repeats: Map<number, (answered: boolean) => void>;
+  closed: (() => void) | undefined;
+  exited: Promise<void>;
+  /** It answered `ready`: a worker that dies later is replaced, one that cannot start is not. */
+  ready: boolean;
+  stopping: boolean;
+}
+
+/**
+ * Where transfers run: this thread and the worker threads. Each new transfer goes to the one with
+ * the fewest in flight, this thread first on a tie: a lone transfer stays here (no thread hop, and
+ * the scheduler keeps it next to its client's packets), a boot storm spreads over every thread.
+ * A worker that dies (it should not) takes its transfers with it: they are reported as ended and
+ * a new worker takes its place.
+ */
+class TransferPool {
+  private readonly settings: TransferSettings;
+  private readonly events: TransferEvents;
+  private readonly log: (line: string) => void;
+  private readonly local: TransferHost;
+  /** Transfers running on this thread. */
+  private readonly localIds = new Set<number>();
+  private readonly slots: WorkerSlot[] = [];
+  private readonly owner = new Map<number, WorkerSlot>();
+  private closing = false;
+
+  constructor(settings: TransferSettings, events: TransferEvents, log: (line: string) => void) {
+    this.settings = settings;
+    this.log = log;
+    this.events = events;
+    this.local = new TransferHost(settings, {
+      ended: (id, line) => {
+        this.localIds.delete(id);
+        events.ended(id, line);
+      },
+      refused: (id, error) => {
+        this.localIds.delete(id);
+        events.refused(id, error);
+      },
+    });
+  }
+
+  get workers(): number {
+    return this.slots.length;
+  }
+
+  async open(workers: number): Promise<void> {
+    await Promise.all(Array.from({ length: workers }, () => this.spawn()));
+  }
+
+  private spawn(): Promise<void> {
+    const worker = new Worker(WORKER_URL, { workerData: this.settings });
+    const slot: WorkerSlot = {
+      worker,
+      transfers: new Set(),
+      repeats: new Map(),
+      closed: undefined,
+      exited: new Promise((resolve) => worker.once('exit', () => resolve())),
+      ready: false,
+      stopping: false,
+    };
+    this.slots.push(slot);
+    return new Promise<void>((resolve, reject) => {
+      worker.on('message', (message: FromWorker) => {
+        if (message.type === 'ready') {
+          slot.ready = true;
+          resolve();
+        } else this.onMessage(slot, message);
+      });
+      worker.on('error', (err: Error) => {
+        reject(err);
+        this.log(`tftp: transfer worker failed: ${err.stack ?? err.message}`);
+      });
+      worker.once('exit', (code) => {
+        reject(new Error(`TFTP transfer worker exited (code ${code}) while starting`));
+        this.onExit(slot);
+      });
+    });
+  }
+
+  private onMessage(slot: WorkerSlot, message: FromWorker): void {
+    switch (message.type) {
+      case 'ended':
+        slot.transfers.delete(message.id);
+        this.owner.delete(message.id);
+        this.events.ended(message.id, message.line);
+        break;
+      case 'refused':
+        slot.transfers.delete(message.id);
+        this.owner.delete(message.id);
+        this.events.refused(message.id, new TftpProtocolError(message.code, message.message));
+        break;
+      case 'repeated':
+        slot.repeats.get(message.id)?.(message.answered);
+        slot.repeats.delete(message.id);
+        break;
+      case 'closed':
+        slot.closed?.();
+        break;
+    }
+  }
+
+  private onExit(slot: WorkerSlot): void {
+    const index = this.slots.indexOf(slot);
+    if (index >= 0) this.slots.splice(index, 1);
+    for (const resolve of slot.repeats.values()) resolve(false);
+    for (const id of slot.transfers) {
+      this.owner.delete(id);
+      this.events.ended(id, null);
+    }
+    slot.transfers.clear();
+    slot.closed?.();
+    if (slot.ready && !slot.stopping && !this.closing) {
+      this.spawn().catch((err: Error) =>
+        this.log(`tftp: a new transfer worker failed to start: ${err.message}`),
+      );
+    }
+  }
+
+  start(id: number, spec: TransferSpec): void {
+    let best: WorkerSlot | undefined;
+    let fewest = this.localIds.size;
+    for (const slot of this.slots) {
+      if (slot.transfers.size < fewest) {
+        best = slot;
+        fewest = slot.transfers.size;
+      }
+    }
+    if (best === undefined) {
+      this.localIds.add(id);
+      this.local.start(id, spec);
+      return;
+    }
+    best.transfers.add(id);
+    this.owner.set(id, best);
+    best.worker.postMessage({ type: 'start', id, spec } satisfies ToWorker);
+  }
+
+  /** The client repeated its request; false: the transfer ended, the request starts anew. */
+  repeat(id: number): Promise<boolean> {
+    const slot = this.owner.get(id);
+    if (slot === undefined) return Promise.resolve(this.local.repeat(id));
+    return new Promise((resolve) => {
+      slot.repeats.set(id, resolve);
+      slot.worker.postMessage({ type: 'repeat', id } satisfies ToWorker);
+    });
+  }
+
+  stop(id: number, reason: string | null): void {
+    const slot = this.owner.get(id);
+    if (slot) slot.worker.postMessage({ type: 'stop', id, reason } satisfies ToWorker);
+    else this.local.stop(id, reason);
+  }
+
+  /** Ends every transfer (ERROR 0 `reason`), frees every socket and stops the workers. */
+  async close(reason: string): Promise<void> {
+    this.closing = true;
+    await Promise.all([
+      this.local.stopAll(reason),
+      ...[...this.slots].map(async (slot) => {
+        slot.stopping = true;
+        await new Promise<void>((resolve) => {
+          slot.closed = resolve;
+          slot.worker.postMessage({ type: 'close', reason } satisfies ToWorker);
+        });
+        await slot.worker.terminate();
+        await slot.exited;
+      }),
+    ]);
+  }
+}
+
+interface Running {
+  id: number;
+  filename: string;
+  /** A repeated request is being answered (its answer decides whether to start anew). */
+  repeating: boolean;
 }
 
 class Server implements TftpServer {
   private readonly socket: Socket;
-  private readonly transfers = new Map<string, Transfer>();
+  private readonly settings: Settings;
+  private readonly cache: FileCache;
+  private pool: TransferPool | undefined;
+  /** Transfers by client address and port (the client's TID). */
+  private readonly transfers = new Map<string, Running>();
+  /** The key and log-line start of every transfer handed to the pool, by id. */
+  private readonly byId = new Map<number, { key: string; what: string; from: RemoteInfo }>();
+  /** Transfers in flight (or starting) per client address. */
+  private readonly perClient = new Map<string, number>();
   private readonly starting = new Set<string>();
   private readonly setups = new Set<Promise<void>>();
+  private nextId = 1;
   private reserved = 0;
   private closed = false;
-  readonly settings: Settings;
-  readonly cache: FileCache;
 
   constructor(settings: Settings, cache: FileCache) {
     this.settings = settings;
@@ -150,12 +362,30 @@ class Server implements TftpServer {
     this.socket = openSocket(settings.type);
   }
 
-  listen(port: number): Promise<void> {
+  async start(port: number, workers: number): Promise<void> {
+    const events: TransferEvents = {
+      ended: (id, line) => this.ended(id, line),
+      refused: (id, error) => {
+        const entry = this.ended(id, null);
+        // While closing, a transfer still opening is cancelled: no client to tell.
+        if (entry && !this.closed) this.refuse(entry.from, error.code, error.message, entry.what);
+      },
+    };
+    const transferSettings: TransferSettings = {
+      host: this.settings.host,
+      type: this.settings.type,
+      retransmitMs: this.settings.retransmitMs,
+      minRetransmitMs: this.settings.minRetransmitMs,
+      maxRetries: this.settings.maxRetries,
+    };
+    this.pool = new TransferPool(transferSettings, events, this.settings.log);
+    await this.pool.open(workers);
+    await this.listen(port);
+  }
+
+  private listen(port: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => {
-        this.socket.close();
-        reject(err);
-      };
+      const onError = (err: Error) => reject(err);
       this.socket.once('error', onError);
       this.socket.bind({ port, address: this.settings.host, exclusive: true }, () => {
         this.socket.off('error', onError);
@@ -179,10 +409,35 @@ class Server implements TftpServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await new Promise<void>((resolve) => {
+      try {
+        this.socket.close(() => resolve());
+      } catch {
+        resolve(); // Never bound (start failed).
+      }
+    });
     await Promise.allSettled([...this.setups]);
-    await Promise.all([...this.transfers.values()].map((t) => t.stop('server stopping')));
+    await this.pool?.close('server stopping');
     this.cache.clear();
+  }
+
+  /** Forgets a transfer that ended or could not start; returns what was known of it. */
+  private ended(id: number, line: string | null) {
+    const entry = this.byId.get(id);
+    if (entry === undefined) return undefined;
+    this.byId.delete(id);
+    if (this.transfers.get(entry.key)?.id === id) this.transfers.delete(entry.key);
+    this.release(entry.from.address);
+    if (line !== null) this.settings.log(line);
+    return entry;
+  }
+
+  /** Gives back one slot of `address` (and of the whole server). */
+  private release(address: string): void {
+    this.reserved--;
+    const left = (this.perClient.get(address) ?? 1) - 1;
+    if (left > 0) this.perClient.set(address, left);
+    else this.perClient.delete(address);
   }
 
   private onRequest(packet: Buffer, from: RemoteInfo): void {
@@ -207,11 +462,19 @@ class Server implements TftpServer {
       return;
     }
     const key = `${from.address}|${from.port}`;
+    if (this.starting.has(key)) return; // The same request again while we open the file.
     const existing = this.transfers.get(key);
-    if (existing && existing.filename === request.filename && existing.answerRepeatedRequest()) {
+    if (existing && existing.filename === request.filename) {
+      // Resent before our first packet reached the client: the running transfer answers it,
+      // unless the client already acknowledged something (then it restarted: start anew).
+      if (existing.repeating) return;
+      existing.repeating = true;
+      void this.pool!.repeat(existing.id).then((answered) => {
+        existing.repeating = false;
+        if (!answered) this.onRequest(packet, from);
+      });
       return;
     }
-    if (this.starting.has(key)) return; // The same request again while we open the file.
     if (this.reserved >= this.settings.maxTransfers) {
       this.refuse(
         from,
@@ -221,9 +484,23 @@ class Server implements TftpServer {
       );
       return;
     }
-    // The client restarted from the same port: its old transfer is dead.
-    if (existing) void existing.stop(null);
+    const fromThere = this.perClient.get(from.address) ?? 0;
+    if (fromThere >= this.settings.maxPerClient) {
+      this.refuse(
+        from,
+        ERR.notDefined,
+        `server busy: ${fromThere} transfers in progress for ${from.address}, try again`,
+        what,
+      );
+      return;
+    }
+    // The client restarted from the same port with another file: its old transfer is dead.
+    if (existing) {
+      this.transfers.delete(key);
+      this.pool!.stop(existing.id, null);
+    }
     this.reserved++;
+    this.perClient.set(from.address, fromThere + 1);
     this.starting.add(key);
     const setup = this.startTransfer(request, from, key, what).finally(() => {
       this.starting.delete(key);
@@ -238,43 +515,30 @@ class Server implements TftpServer {
     key: string,
     what: string,
   ): Promise<void> {
-    let source: BlockSource | undefined;
-    let socket: Socket | undefined;
+    let spec: TransferSpec;
     try {
       const file = await resolveInRoot(this.settings.rootReal, request.filename);
-      source = await this.cache.source(file, request.mode);
-      const negotiated = negotiate(request, source, this.settings);
-      socket = openSocket(this.settings.type);
-      await new Promise<void>((resolve, reject) => {
-        socket!.once('error', reject);
-        socket!.bind({ port: 0, address: this.settings.host, exclusive: true }, () => {
-          socket!.off('error', reject);
-          resolve();
-        });
-      });
-      if (this.closed) throw new TftpProtocolError(ERR.notDefined, 'server stopping');
-      const transfer = new Transfer(
-        this.settings,
-        socket,
-        from,
-        request,
+      const source = await this.cache.source(file, request.mode);
+      spec = {
+        peerAddress: from.address,
+        peerPort: from.port,
+        filename: request.filename,
+        mode: request.mode,
         source,
-        negotiated,
+        negotiated: negotiate(request, sourceSize(source), this.settings),
         what,
-        () => {
-          if (this.transfers.get(key) === transfer) this.transfers.delete(key);
-          this.reserved--;
-        },
-      );
-      this.transfers.set(key, transfer);
-      transfer.begin();
+      };
+      if (this.closed) throw new TftpProtocolError(ERR.notDefined, 'server stopping');
     } catch (err) {
-      source?.close();
-      socket?.close();
-      this.reserved--;
+      this.release(from.address);
       const error = asProtocolError(err);
       if (!this.closed) this.refuse(from, error.code, error.message, what);
+      return;
     }
+    const id = this.nextId++;
+    this.byId.set(id, { key, what, from });
+    this.transfers.set(key, { id, filename: request.filename, repeating: false });
+    this.pool!.start(id, spec);
   }
 
   private refuse(to: RemoteInfo, code: TftpErrorCode, message: string, what: string): void {
@@ -283,16 +547,7 @@ class Server implements TftpServer {
   }
 }
 
-interface Negotiated {
-  blksize: number;
-  windowsize: number;
-  /** The client's `timeout` option, in ms, when it sent one. */
-  timeoutMs: number | undefined;
-  /** Options acknowledged, in the client's order; empty: no OACK, DATA 1 starts the transfer. */
-  acknowledged: Array<[string, string]>;
-}
-
-function negotiate(request: TftpRequest, source: BlockSource, settings: Settings): Negotiated {
+function negotiate(request: TftpRequest, size: number | undefined, settings: Settings): Negotiated {
   const result: Negotiated = {
     blksize: DEFAULT_BLKSIZE,
     windowsize: 1,
@@ -327,7 +582,7 @@ function negotiate(request: TftpRequest, source: BlockSource, settings: Settings
       case 'tsize':
         if (Number.isNaN(n)) throw refuse(`tsize "${printable(value)}" is not a number`);
         // A size unknown before sending (netascii of a large file) is not acknowledged.
-        if (source.size !== undefined) result.acknowledged.push([name, String(source.size)]);
+        if (size !== undefined) result.acknowledged.push([name, String(size)]);
         break;
       default:
         break; // RFC 2347: options the server does not know are left out of the OACK.
@@ -336,278 +591,6 @@ function negotiate(request: TftpRequest, source: BlockSource, settings: Settings
   return result;
 }
 
-type Phase = 'oack' | 'data' | 'done';
-
-class Transfer {
-  readonly filename: string;
-  private readonly settings: Settings;
-  private readonly socket: Socket;
-  private readonly peerAddress: string;
-  private readonly peerPort: number;
-  private readonly mode: string;
-  private readonly source: BlockSource;
-  private readonly blksize: number;
-  private readonly windowsize: number;
-  private readonly acknowledged: Array<[string, string]>;
-  private readonly what: string;
-  private readonly onEnd: () => void;
-  private readonly startedAt = performance.now();
-  private readonly rtoCeiling: number;
-
-  private phase: Phase;
-  /** Highest block the client acknowledged (absolute, not wrapped). */
-  private acked = 0;
-  /** Last block of the window on the wire. */
-  private windowEnd = 0;
-  /** The transfer's last block, once known (a short block ends it). */
-  private lastBlock: number | undefined;
-  private lastBlockBytes = 0;
-  private nextStart = 1;
-  private loading = false;
-
-  private timer: NodeJS.Timeout | undefined;
-  private timerDue = 0;
-  private deadline = 0;
-  private retries = 0;
-  private rto: number;
-  private srtt: number | undefined;
-  private rttvar = 0;
-  private sentAt = 0;
-  private sampleValid = false;
-  private closedPromise: Promise<void> | undefined;
-
-  constructor(
-    settings: Settings,
-    socket: Socket,
-    from: RemoteInfo,
-    request: TftpRequest,
-    source: BlockSource,
-    negotiated: Negotiated,
-    what: string,
-    onEnd: () => void,
-  ) {
-    this.settings = settings;
-    this.socket = socket;
-    this.peerAddress = from.address;
-    this.peerPort = from.port;
-    this.filename = request.filename;
-    this.mode = request.mode;
-    this.source = source;
-    this.blksize = negotiated.blksize;
-    this.windowsize = negotiated.windowsize;
-    this.acknowledged = negotiated.acknowledged;
-    this.what = what;
-    this.onEnd = onEnd;
-    this.rtoCeiling = negotiated.timeoutMs ?? settings.retransmitMs;
-    this.rto = this.rtoCeiling;
-    this.phase = negotiated.acknowledged.length > 0 ? 'oack' : 'data';
-    if (source.size !== undefined) this.lastBlock = Math.floor(source.size / this.blksize) + 1;
-    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    socket.on('error', () => {}); // ICMP errors for a vanished client: the timer ends it.
-  }
-
-  begin(): void {
-    if (this.phase === 'oack') this.sendOack(false);
-    else this.sendWindow(1, false);
-  }
-
-  /** The client sent its request again: if it has seen nothing from us yet, resend at once. */
-  answerRepeatedRequest(): boolean {
-    if (this.phase === 'done' || this.acked > 0) return false;
-    if (this.phase === 'oack') this.sendOack(true);
-    else this.sendWindow(1, true);
-    return true;
-  }
-
-  private sendOack(retransmission: boolean): void {
-    this.socket.send(encodeOack(this.acknowledged), this.peerPort, this.peerAddress);
-    this.sentAt = performance.now();
-    this.sampleValid = !retransmission;
-    this.armTimer();
-  }
-
-  /** Sends blocks first.. up to a window; reads first when a chunked source needs it. */
-  private sendWindow(first: number, retransmission: boolean): void {
-    this.nextStart = first;
-    if (this.loading) return; // The read in progress sends from nextStart when it completes.
-    const count =
-      this.lastBlock === undefined
-        ? this.windowsize
-        : Math.min(this.windowsize, this.lastBlock - first + 1);
-    const offset = (first - 1) * this.blksize;
-    let pending: Promise<void> | undefined;
-    try {
-      pending = this.source.ensure(offset, count * this.blksize);
-    } catch (err) {
-      this.fail(ERR.notDefined, `read failed: ${(err as Error).message}`);
-      return;
-    }
-    if (pending) {
-      this.loading = true;
-      pending.then(
-        () => {
-          this.loading = false;
-          if (this.phase === 'data') this.sendWindow(this.nextStart, retransmission);
-        },
-        (err: unknown) => {
-          this.loading = false;
-          this.fail(ERR.notDefined, `read failed: ${(err as Error).message}`);
-        },
-      );
-      return;
-    }
-    const headers = Buffer.allocUnsafe(4 * count);
-    let block = first;
-    for (let j = 0; j < count; j++, block++) {
-      const data = this.source.view(offset + j * this.blksize, this.blksize);
-      const header = headers.subarray(4 * j, 4 * j + 4);
-      header.writeUInt16BE(OP.DATA, 0);
-      header.writeUInt16BE(block & 0xffff, 2);
-      this.socket.send(data.length > 0 ? [header, data] : header, this.peerPort, this.peerAddress);
-      if (data.length < this.blksize) {
-        this.lastBlock = block;
-        this.lastBlockBytes = data.length;
-        break;
-      }
-    }
-    this.windowEnd = Math.min(block, this.lastBlock ?? block);
-    this.sentAt = performance.now();
-    this.sampleValid = !retransmission;
-    this.armTimer();
-  }
-
-  private onMessage(msg: Buffer, from: RemoteInfo): void {
-    if (this.phase === 'done') return;
-    if (from.port !== this.peerPort || from.address !== this.peerAddress) {
-      // RFC 1350: answer a stranger with ERROR 5 and carry on.
-      this.socket.send(encodeError(ERR.unknownTid, 'unknown transfer ID'), from.port, from.address);
-      return;
-    }
-    const op = msg.length >= 4 ? msg.readUInt16BE(0) : 0;
-    if (op === OP.ACK) {
-      this.onAck(msg.readUInt16BE(2));
-    } else if (op === OP.ERROR) {
-      const { code, message } = parseError(msg);
-      this.finish(`failed: client sent ERROR ${code} ${printable(message)}`);
-    } else {
-      this.fail(ERR.illegalOperation, `illegal TFTP operation: opcode ${op} during a read`);
-    }
-  }
-
-  private onAck(wire: number): void {
-    if (this.phase === 'oack') {
-      if (wire !== 0) return;
-      this.progressed();
-      this.phase = 'data';
-      this.sendWindow(1, false);
-      return;
-    }
-    const block = this.acked + ((wire - this.acked) & 0xffff);
-    // A duplicate, or a stale ACK from before the window: never a reason to send.
-    if (block <= this.acked || block > this.windowEnd) return;
-    this.acked = block;
-    this.progressed();
-    if (block === this.lastBlock) {
-      this.finish('ok');
-      return;
-    }
-    // The whole window, or a prefix of it (the client lost the block after `block`).
-    this.sendWindow(block + 1, block !== this.windowEnd);
-  }
-
-  private progressed(): void {
-    if (this.sampleValid) {
-      const sample = performance.now() - this.sentAt;
-      if (this.srtt === undefined) {
-        this.srtt = sample;
-        this.rttvar = sample / 2;
-      } else {
-        this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - sample);
-        this.srtt = 0.875 * this.srtt + 0.125 * sample;
-      }
-    }
-    this.retries = 0;
-    if (this.srtt !== undefined) {
-      this.rto = Math.min(
-        Math.max(this.srtt + Math.max(4 * this.rttvar, 10), this.settings.minRetransmitMs),
-        this.rtoCeiling,
-      );
-    }
-  }
-
-  /** One timer per transfer: moving the deadline later never touches the timer itself. */
-  private armTimer(): void {
-    this.deadline = performance.now() + this.rto;
-    if (this.timer !== undefined && this.timerDue <= this.deadline) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerDue = this.deadline;
-    this.timer = setTimeout(() => this.onTimer(), this.rto);
-  }
-
-  private onTimer(): void {
-    this.timer = undefined;
-    if (this.phase === 'done') return;
-    const now = performance.now();
-    if (now < this.deadline - 1) {
-      this.timerDue = this.deadline;
-      this.timer = setTimeout(() => this.onTimer(), this.deadline - now);
-      return;
-    }
-    if (++this.retries > this.settings.maxRetries) {
-      this.fail(ERR.notDefined, `timed out after ${this.settings.maxRetries} retransmissions`);
-      return;
-    }
-    this.rto = Math.min(this.rto * 2, Math.max(MAX_BACKOFF_MS, this.rtoCeiling));
-    if (this.phase === 'oack') this.sendOack(true);
-    else this.sendWindow(this.acked + 1, true);
-  }
-
-  private fail(code: TftpErrorCode, message: string): void {
-    if (this.phase === 'done') return;
-    this.socket.send(encodeError(code, message), this.peerPort, this.peerAddress);
-    this.finish(`failed: ${message}`);
-  }
-
-  /** Ends the transfer; `reason` null ends it without an ERROR packet or log line. */
-  stop(reason: string | null): Promise<void> {
-    if (reason !== null) this.fail(ERR.notDefined, reason);
-    else this.finish(null);
-    return this.closedPromise ?? Promise.resolve();
-  }
-
-  private finish(outcome: string | null): void {
-    if (this.phase === 'done') return;
-    this.phase = 'done';
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.source.close();
-    this.closedPromise = new Promise((resolve) => this.socket.close(() => resolve()));
-    this.onEnd();
-    if (outcome === null) return;
-    const bytes =
-      outcome === 'ok'
-        ? (this.lastBlock! - 1) * this.blksize + this.lastBlockBytes
-        : Math.min(this.acked * this.blksize, this.source.size ?? Infinity);
-    const options =
-      this.acknowledged.length > 0
-        ? this.acknowledged.map(([k, v]) => `${k}=${v}`).join(' ')
-        : 'no options';
-    const ms = Math.round(performance.now() - this.startedAt);
-    this.settings.log(
-      `tftp: ${this.what} ${this.mode} ${bytes} bytes [${options}] ${outcome} in ${ms} ms`,
-    );
-  }
-}
-
-function asProtocolError(err: unknown): TftpProtocolError {
-  if (err instanceof TftpProtocolError) return err;
-  return new TftpProtocolError(ERR.notDefined, (err as Error).message ?? String(err));
-}
-
 function peerLabel(from: RemoteInfo): string {
   return from.family === 'IPv6' ? `[${from.address}]:${from.port}` : `${from.address}:${from.port}`;
-}
-
-/** File names and option values come from the network: show them without control bytes. */
-function printable(text: string): string {
-  return text.replace(/[^\x20-\x7e]/g, '?');
 }

@@ -55,9 +55,14 @@ describe('bty-tftp arguments', () => {
     expect(asRoot.err).toMatch(/127\.0\.0\.1:69\b/);
   });
 
-  it('refuses a bad --port and an unknown option', async () => {
+  it('refuses a bad --port, a bad --workers and an unknown option', async () => {
     expect((await runMain(['--root', root.dir, '--port', 'x'])).code).toBe(2);
     expect((await runMain(['--root', root.dir, '--port', '70000'])).code).toBe(2);
+    for (const workers of ['x', '1.5', '257']) {
+      const bad = await runMain(['--root', root.dir, '--port', '0', '--workers', workers]);
+      expect(bad.code).toBe(2);
+      expect(bad.err).toMatch(/--workers must be a number from 0 to 256/);
+    }
     const unknown = await runMain(['--root', root.dir, '--frobnicate']);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/frobnicate/);
@@ -88,9 +93,14 @@ describe('bty-tftp arguments', () => {
 });
 
 describe('bin/bty-tftp', () => {
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    it(`serves, logs the transfer, and exits 0 on ${signal}`, async () => {
-      const child = spawn(BIN, ['--root', root.dir, '--address', '127.0.0.1', '--port', '0'], {
+  // Transfers on worker threads (the default with several CPUs), and on the main thread.
+  for (const [signal, workers] of [
+    ['SIGTERM', '2'],
+    ['SIGINT', '0'],
+  ] as const) {
+    it(`serves with --workers ${workers}, logs the transfer, and exits 0 on ${signal}`, async () => {
+      const args = ['--root', root.dir, '--address', '127.0.0.1', '--port', '0'];
+      const child = spawn(BIN, [...args, '--workers', workers], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';

@@ -327,7 +327,10 @@ describe('transfer protocol', () => {
   });
   afterAll(() => patient.close());
 
-  it('answers a stranger on a transfer port with ERROR 5 and carries on', async () => {
+  it('never lets a stranger into a transfer: the kernel refuses its packets, the client carries on', async () => {
+    // The transfer's socket is connected to its client (as tftpd-hpa's is): a packet from any
+    // other address or port never reaches the server; the kernel answers it with ICMP port
+    // unreachable, which a connected UDP socket reports as ECONNREFUSED.
     const client = await rawSocket();
     const stranger = await rawSocket();
     try {
@@ -337,11 +340,13 @@ describe('transfer protocol', () => {
       expect(blockOf(first.msg)).toBe(1);
       const tid = first.from.port;
       expect(tid).not.toBe(patientPort);
-      stranger.socket.send(encodeAck(1), tid, HOST);
-      const answer = await stranger.next();
-      expect(opcode(answer.msg)).toBe(OP.ERROR);
-      expect(blockOf(answer.msg)).toBe(ERR.unknownTid);
-      expect(answer.from.port).toBe(tid);
+      const refused = new Promise<NodeJS.ErrnoException>((resolve) =>
+        stranger.socket.once('error', resolve),
+      );
+      await new Promise<void>((resolve) => stranger.socket.connect(tid, HOST, resolve));
+      stranger.socket.send(encodeAck(1));
+      expect((await refused).code).toBe('ECONNREFUSED');
+      expect(stranger.packets).toHaveLength(0);
       client.socket.send(encodeAck(1), tid, HOST);
       const second = await client.next();
       expect(opcode(second.msg)).toBe(OP.DATA);
@@ -407,6 +412,32 @@ describe('transfer protocol', () => {
     }
   });
 
+  it('ignores an ACK for a block it never sent (one past the window)', async () => {
+    const client = await rawSocket();
+    try {
+      const request = encodeRequest(OP.RRQ, 'sub/inner.bin', 'octet', [
+        ['blksize', '100'],
+        ['windowsize', '4'],
+      ]);
+      client.socket.send(request, patientPort, HOST);
+      const oack = await client.next();
+      const tid = oack.from.port;
+      client.socket.send(encodeAck(0), tid, HOST);
+      const window1 = [await client.next(), await client.next(), await client.next()];
+      window1.push(await client.next());
+      expect(window1.map((p) => blockOf(p.msg))).toEqual([1, 2, 3, 4]);
+      // Block 5 is not on the wire yet: its ACK is stale or forged, never a reason to send.
+      client.socket.send(encodeAck(5), tid, HOST);
+      client.socket.send(encodeAck(4), tid, HOST);
+      const window2 = [await client.next(), await client.next(), await client.next()];
+      window2.push(await client.next());
+      expect(window2.map((p) => blockOf(p.msg))).toEqual([5, 6, 7, 8]);
+      await abortTransfer(client.socket, tid);
+    } finally {
+      client.close();
+    }
+  });
+
   it('answers a repeated request (first packet lost) without a second transfer', async () => {
     const client = await rawSocket();
     try {
@@ -453,6 +484,8 @@ describe('retransmission and limits', () => {
       expect(errorText(last.msg)).toMatch(/timed out/);
       // DATA 1, then 3 retransmissions of it, then the ERROR.
       expect(client.packets.map((p) => opcode(p.msg))).toEqual([3, 3, 3, 3, 5]);
+      // The thread that ran the transfer reports its end just after the ERROR left.
+      for (let i = 0; i < 100 && giving.activeTransfers > 0; i++) await pause(20);
       expect(giving.activeTransfers).toBe(0);
       expect(lines.join('\n')).toMatch(/"rand\.bin" .*failed: timed out/);
     } finally {
@@ -480,6 +513,40 @@ describe('retransmission and limits', () => {
       await limited.close();
     }
     expect(limited.activeTransfers).toBe(0);
+  });
+
+  it('refuses requests beyond maxPerClient from one address, not from another', async () => {
+    const limited = await startTftpServer({
+      root: root.dir,
+      host: '0.0.0.0',
+      port: 0,
+      maxPerClient: 1,
+    });
+    const first = await rawSocket();
+    const second = await rawSocket();
+    try {
+      const p = limited.address().port;
+      first.socket.send(encodeRequest(OP.RRQ, 'rand.bin', 'octet'), p, HOST);
+      expect(opcode((await first.next()).msg)).toBe(OP.DATA);
+      second.socket.send(encodeRequest(OP.RRQ, 'rand.bin', 'octet'), p, HOST);
+      const busy = (await second.next()).msg;
+      expect(opcode(busy)).toBe(OP.ERROR);
+      expect(errorText(busy)).toMatch(/server busy: 1 transfers in progress for 127\.0\.0\.1/);
+      // Another address is another client.
+      const other = createSocket('udp4');
+      try {
+        await new Promise<void>((resolve) => other.bind(0, '127.0.0.2', resolve));
+        const answer = new Promise<Buffer>((resolve) => other.once('message', resolve));
+        other.send(encodeRequest(OP.RRQ, 'rand.bin', 'octet'), p, HOST);
+        expect(opcode(await answer)).toBe(OP.DATA);
+      } finally {
+        other.close();
+      }
+    } finally {
+      first.close();
+      second.close();
+      await limited.close();
+    }
   });
 
   it('serves 120 concurrent transfers intact (no small fixed cap)', async () => {
@@ -515,6 +582,119 @@ describe('retransmission and limits', () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe('worker threads', () => {
+  /** UDP sockets this thread holds (the server's listening one, raw test clients, ...). */
+  const udpHandles = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
+
+  it('keeps a lone transfer on its own thread and spreads the next ones over the workers', async () => {
+    for (const workers of [2, 0]) {
+      const server = await startTftpServer({
+        root: root.dir,
+        host: HOST,
+        port: 0,
+        workers,
+        retransmitMs: 30_000,
+        minRetransmitMs: 30_000,
+      });
+      const clients = [await rawSocket(), await rawSocket(), await rawSocket()];
+      try {
+        const before = udpHandles();
+        const tids: number[] = [];
+        for (const client of clients) {
+          client.socket.send(
+            encodeRequest(OP.RRQ, 'rand.bin', 'octet'),
+            server.address().port,
+            HOST,
+          );
+          const first = await client.next();
+          expect(blockOf(first.msg)).toBe(1);
+          tids.push(first.from.port);
+        }
+        expect(server.activeTransfers).toBe(3);
+        // The first transfer's socket is this thread's, the others are the workers' (one each);
+        // without workers all three are this thread's.
+        expect(udpHandles() - before).toBe(workers > 0 ? 1 : 3);
+        await Promise.all(clients.map((c, i) => abortTransfer(c.socket, tids[i]!)));
+      } finally {
+        clients.forEach((c) => c.close());
+        await server.close();
+      }
+    }
+  });
+
+  it('delivers intact files to many clients at once, each transfer logged once', async () => {
+    const lines: string[] = [];
+    const server = await startTftpServer({
+      root: root.dir,
+      host: HOST,
+      port: 0,
+      workers: 3,
+      log: (l) => lines.push(l),
+    });
+    try {
+      const p = server.address().port;
+      const files = ['ipxe.efi', 'undionly.kpxe', 'rand.bin'];
+      const expected = new Map<string, string>();
+      for (const f of files) expected.set(f, await sha256File(join(root.dir, f)));
+      const ours = Array.from({ length: 30 }, (_, i) => {
+        const file = files[i % files.length]!;
+        return tftpGet({
+          host: HOST,
+          port: p,
+          file,
+          blksize: i % 2 ? 1468 : 512,
+          windowsize: i % 3 === 0 ? 1 : 16,
+          retries: 20,
+        }).then((r) => expect(sha(r.data)).toBe(expected.get(file)));
+      });
+      const real = CLIENTS.map(async (client, i) => {
+        const file = files[i % files.length]!;
+        const dest = join(root.out, `workers-${i}-${file}`);
+        await runClient(client.argv(HOST, p, file, dest));
+        expect(await sha256File(dest)).toBe(expected.get(file));
+      });
+      await Promise.all([...ours, ...real]);
+      const total = ours.length + real.length;
+      for (let i = 0; i < 100 && lines.length < total; i++) await pause(20);
+      expect(lines).toHaveLength(total);
+      for (const line of lines)
+        expect(line).toMatch(/^tftp: 127\.0\.0\.1:\d+ RRQ ".+" .* ok in \d+ ms$/);
+      expect(server.activeTransfers).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('close() ends transfers in flight, stops its workers and leaves no handle behind', async () => {
+    /** Sockets and worker threads (message ports) this thread holds. */
+    const handles = () =>
+      process
+        .getActiveResourcesInfo()
+        .filter((r) => r === 'UDPWrap' || r === 'MessagePort')
+        .sort();
+    const before = handles();
+    const client = await rawSocket();
+    const server = await startTftpServer({ root: root.dir, host: HOST, port: 0, workers: 3 });
+    try {
+      const ports = (list: string[]) => list.filter((r) => r === 'MessagePort').length;
+      expect(ports(handles())).toBe(ports(before) + 3);
+      client.socket.send(encodeRequest(OP.RRQ, 'rand.bin', 'octet'), server.address().port, HOST);
+      await client.next();
+      expect(server.activeTransfers).toBe(1);
+    } finally {
+      await server.close();
+    }
+    expect(server.activeTransfers).toBe(0);
+    let last;
+    do last = await client.next();
+    while (opcode(last.msg) === OP.DATA);
+    expect(errorText(last.msg)).toMatch(/server stopping/);
+    client.close();
+    for (let i = 0; i < 50 && handles().length > before.length; i++) await pause(20);
+    expect(handles()).toEqual(before);
   });
 });
 
