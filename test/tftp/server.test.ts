@@ -566,6 +566,23 @@ describe('retransmission and limits', () => {
     for (const r of results) expect(sha(r.data)).toBe(expected);
   });
 
+  it('busy-polls only while a lock-step ACK is due: an idle server burns no CPU', async () => {
+    const quiet = await startTftpServer({ root: root.dir, host: HOST, port: 0, workers: 0 });
+    try {
+      // Loopback is fast enough to poll for: a lone lock-step transfer, intact.
+      const got = await tftpGet({ host: HOST, port: quiet.address().port, file: 'ipxe.efi' });
+      expect(sha(got.data)).toBe(await sha256File(join(root.dir, 'ipxe.efi')));
+      // Afterwards the loop sleeps again: a polling loop left running would use the whole wait.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const before = process.cpuUsage();
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const used = process.cpuUsage(before);
+      expect((used.user + used.system) / 1000).toBeLessThan(200);
+    } finally {
+      await quiet.close();
+    }
+  });
+
   it('close() ends transfers in flight and frees their sockets', async () => {
     const closing = await startTftpServer({ root: root.dir, host: HOST, port: 0 });
     const client = await rawSocket();
