@@ -2,8 +2,7 @@
  * What the cache benchmark measured, judged against the issue's target, and shown as a terminal
  * table and as the generated image-serving section of docs/performance.md.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import { format as prettierFormat, resolveConfig } from 'prettier';
+import { replaceDocsSection } from '../docs-section.ts';
 import { renderTable } from '../../src/cli/output.ts';
 import type { Round } from './clients.ts';
 
@@ -240,21 +239,9 @@ export function renderMarkdown(report: BenchReport): string {
 
 /** Replaces the generated image-serving section of `path`; the rest is left as it is. */
 export async function updateDocs(path: string, report: BenchReport): Promise<void> {
-  const current = await readFile(path, 'utf8');
-  const begin = current.indexOf(DOCS_BEGIN);
-  const end = current.indexOf(DOCS_END);
-  if (begin === -1 || end < begin) {
-    throw new Error(
-      `${path} has no generated image-serving section; put the lines\n${DOCS_BEGIN}\n${DOCS_END}\nwhere the figures go`,
-    );
-  }
-  const next =
-    current.slice(0, begin + DOCS_BEGIN.length) +
-    '\n\n' +
-    renderMarkdown(report).trimEnd() +
-    '\n\n' +
-    current.slice(end);
-  // Formatted as `make lint` expects, so a regenerated doc passes the Prettier check.
-  const config = await resolveConfig(path);
-  await writeFile(path, await prettierFormat(next, { ...config, filepath: path }));
+  await replaceDocsSection(
+    path,
+    { begin: DOCS_BEGIN, end: DOCS_END, label: 'image-serving' },
+    renderMarkdown(report),
+  );
 }
