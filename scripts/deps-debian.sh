@@ -25,11 +25,13 @@ if [ ! -e "$policy" ]; then
 fi
 apt-get update -qq >&2 || true
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-# Tests and benchmarks start their own registry, PostgreSQL and nginx on private ports; the packaged
-# services must not come up at the next boot either (policy-rc.d only stops them starting now).
+# Tests and benchmarks start their own registry, PostgreSQL, nginx, TFTP and DHCP servers on
+# private ports or in namespaces; the packaged services must not come up at the next boot either
+# (policy-rc.d only stops them starting now). A tftpd-hpa on port 69 would also keep bty-web's
+# own TFTP server from starting, and a stray DHCP server must never answer on a real network.
 for p in "${missing[@]}"; do
   case "$p" in
-    docker-registry | postgresql | nginx)
+    docker-registry | postgresql | nginx | tftpd-hpa | isc-dhcp-server | kea-dhcp4-server)
       if command -v systemctl >/dev/null 2>&1; then
         systemctl disable "$p.service" >/dev/null 2>&1 || true
       fi
