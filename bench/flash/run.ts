@@ -28,6 +28,7 @@ import {
   type ContenderResult,
   type MachineInfo,
 } from './report.ts';
+import { runBench } from '../main.ts';
 
 const run = promisify(execFile);
 const KiB = 1024;
@@ -511,24 +512,4 @@ async function benchmark(options: Options): Promise<number> {
   return 0;
 }
 
-async function main(): Promise<number> {
-  let options: Options | null;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (options === null) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  try {
-    return await benchmark(options);
-  } catch (err) {
-    process.stderr.write(`bench: error: ${(err as Error).message}\n`);
-    return 1;
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await runBench(USAGE, parseOptions, benchmark);

@@ -41,6 +41,7 @@ import {
 } from './report.ts';
 import { startBtyWeb, startNginx, type RunningServer } from './servers.ts';
 import { REQUEST_TIMEOUT_S, runWrk } from './wrk.ts';
+import { runBench } from '../main.ts';
 
 const run = promisify(execFile);
 const REPO = resolve(import.meta.dirname, '../..');
@@ -536,24 +537,4 @@ async function benchmark(options: Options): Promise<number> {
   return 0;
 }
 
-async function main(): Promise<number> {
-  let options: Options | null;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (options === null) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  try {
-    return await benchmark(options);
-  } catch (err) {
-    process.stderr.write(`bench: error: ${(err as Error).message}\n`);
-    return 1;
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await runBench(USAGE, parseOptions, benchmark);
